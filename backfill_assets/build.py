@@ -1,0 +1,174 @@
+"""Building a window of days for one version of a plan: stage, prove, then swap in atomically.
+
+A build of the days ``[start, end)``:
+
+1. runs the version's SQL once over the whole window into a temporary staging table;
+2. computes each day's source fingerprint from the plan's source-slice SQL (``fingerprint.py``);
+3. computes each day's partition checks on the staged rows (``partition_checks.py``);
+4. in ONE transaction deletes the window from ``models.<plan>__<version>``, inserts the staged
+   rows and replaces the window's rows in ``backfill.partition_evidence``.
+
+A failure anywhere before the commit leaves every day and its evidence as they were; running the
+same window again leaves identical content.
+"""
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+
+import duckdb
+
+from backfill_assets.fingerprint import stage_fingerprints
+from backfill_assets.partition_checks import DayChecks, run_partition_checks
+from backfill_assets.plan import Plan
+from backfill_assets.warehouse import ensure_schema, quote, table_exists
+
+STAGE = "backfill_stage"
+
+
+class BuildError(RuntimeError):
+    """A window that cannot be built; nothing was written."""
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What one build wrote, per day."""
+
+    plan: str
+    version: str
+    start: dt.date
+    end: dt.date  # exclusive
+    days: list[DayChecks]
+
+    @property
+    def rows(self) -> int:
+        return sum(day.row_count for day in self.days)
+
+    @property
+    def failing_days(self) -> list[DayChecks]:
+        return [day for day in self.days if not day.passed]
+
+
+def _stage(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str, start, end) -> None:
+    sql = plan.version_sql(version)
+    try:
+        conn.execute(
+            f"CREATE OR REPLACE TEMP TABLE {STAGE} AS SELECT * FROM ({sql})",
+            {"start": start, "end": end},
+        )
+    except duckdb.Error as error:
+        raise BuildError(
+            f"{plan.name}/{version}: the version's SQL failed for "
+            f"{start}..{end - dt.timedelta(1)}: "
+            f"{str(error).splitlines()[0]}. Fix: check that the source tables "
+            f"{plan.spec.sources} exist with the columns the SQL reads."
+        ) from error
+    outside = conn.execute(
+        f"SELECT count(*), min({plan.partition_column}) FROM {STAGE} "
+        f"WHERE {plan.partition_column} IS NULL "
+        f"OR {plan.partition_column} < $start OR {plan.partition_column} >= $end",
+        {"start": start, "end": end},
+    ).fetchone()
+    if outside[0]:
+        raise BuildError(
+            f"{plan.name}/{version}: the SQL returned {outside[0]} row(s) outside the window "
+            f"{start}..{end - dt.timedelta(1)} (e.g. {plan.spec.partition_column}={outside[1]}). "
+            "Fix: filter the SQL on $start <= day < $end."
+        )
+
+
+def _ensure_model_table(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> None:
+    table = plan.table_name(version)
+    if not table_exists(conn, "models", table):
+        conn.execute(f"CREATE TABLE {plan.model_table(version)} AS FROM {STAGE} LIMIT 0")
+        return
+    staged = conn.execute(f"DESCRIBE {STAGE}").fetchall()
+    stored = conn.execute(f"DESCRIBE {plan.model_table(version)}").fetchall()
+    if [r[:2] for r in staged] != [r[:2] for r in stored]:
+        raise BuildError(
+            f"{plan.name}/{version}: the SQL now returns columns "
+            f"{[r[:2] for r in staged]} but models.{table} has {[r[:2] for r in stored]}. "
+            "Fix: give the new logic its own version in the plan (a new table), "
+            "or drop the old table and rebuild the whole window."
+        )
+
+
+def _write_evidence(
+    conn: duckdb.DuckDBPyConnection,
+    plan: Plan,
+    version: str,
+    start: dt.date,
+    end: dt.date,
+    days: list[DayChecks],
+    run_id: str,
+) -> None:
+    """Replace the window's evidence rows (called inside the write transaction)."""
+    conn.execute(
+        "DELETE FROM backfill.partition_evidence "
+        "WHERE model = $model AND version = $version AND day >= $start AND day < $end",
+        {"model": plan.name, "version": version, "start": start, "end": end},
+    )
+    checks = [(d.day.isoformat(), d.passed, json.dumps(d.checks, default=str)) for d in days]
+    conn.execute(
+        "CREATE OR REPLACE TEMP TABLE backfill_stage_checks (day DATE, ok BOOLEAN, c JSON)"
+    )
+    conn.executemany("INSERT INTO backfill_stage_checks VALUES (?, ?, ?)", checks)
+    conn.execute(
+        f"""
+        INSERT INTO backfill.partition_evidence
+        SELECT
+            $model, $version, f.day,
+            (SELECT count(*) FROM {STAGE} AS s WHERE s.{plan.partition_column} = f.day),
+            f.source_rows, f.source_max_ingested_at, f.source_fingerprint,
+            $code_version, c.ok, c.c, $run_id, now()::TIMESTAMP
+        FROM backfill_stage_fingerprints AS f
+        JOIN backfill_stage_checks AS c USING (day)
+        """,
+        {
+            "model": plan.name,
+            "version": version,
+            "code_version": plan.version(version).code_version,
+            "run_id": run_id,
+        },
+    )
+
+
+def build_window(
+    conn: duckdb.DuckDBPyConnection,
+    plan: Plan,
+    version: str,
+    start: dt.date,
+    end: dt.date,
+    run_id: str,
+) -> BuildResult:
+    """Build the days ``[start, end)`` of one version and write them atomically."""
+    if end <= start:
+        raise BuildError(
+            f"{plan.name}/{version}: empty window {start}..{end}; end must be after start"
+        )
+    if start < plan.spec.partitions.start:
+        raise BuildError(
+            f"{plan.name}/{version}: {start} is before the first partition "
+            f"{plan.spec.partitions.start}. Fix: choose days inside the partitions."
+        )
+    ensure_schema(conn)
+    _stage(conn, plan, version, start, end)
+    stage_fingerprints(conn, plan, start, end)
+    days = run_partition_checks(conn, plan, version, STAGE, start, end)
+    _ensure_model_table(conn, plan, version)
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        conn.execute(
+            f"DELETE FROM {plan.model_table(version)} "
+            f"WHERE {plan.partition_column} >= $start AND {plan.partition_column} < $end",
+            {"start": start, "end": end},
+        )
+        conn.execute(f"INSERT INTO {plan.model_table(version)} SELECT * FROM {STAGE}")
+        _write_evidence(conn, plan, version, start, end, days, run_id)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    finally:
+        conn.execute(f"DROP TABLE IF EXISTS {quote(STAGE)}")
+    return BuildResult(plan.name, version, start, end, days)

@@ -1,0 +1,148 @@
+"""The ``backfill-assets`` command.
+
+    backfill-assets seed --start 2024-01-01 --end 2025-12-31 --orders-per-day 200 --seed 42
+    backfill-assets load --orders orders.parquet --refunds refunds.csv --customers customers.csv
+    backfill-assets demo
+    backfill-assets ui
+
+Every command uses ``BACKFILL_WAREHOUSE`` and ``DAGSTER_HOME`` when set, else the project's own
+warehouse file and Dagster home (see ``settings.py``).
+"""
+
+import argparse
+import datetime as dt
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+
+from backfill_assets import settings
+from backfill_assets.seed import generate, load_source_files
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a date; write it as YYYY-MM-DD"
+        ) from None
+
+
+def connect() -> duckdb.DuckDBPyConnection:
+    """Open the configured warehouse file, creating its folder on first use."""
+    path = Path(settings.warehouse_path())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return duckdb.connect(str(path))
+
+
+def use_project_dagster_home() -> Path:
+    """Point ``DAGSTER_HOME`` at the project's instance unless the caller chose one."""
+    home = settings.dagster_home()
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["DAGSTER_HOME"] = str(home.resolve())
+    return home
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    with connect() as conn:
+        summary = generate(conn, args.start, args.end, args.orders_per_day, args.seed)
+    print(
+        f"seeded {settings.warehouse_path()}: {summary.start}..{summary.end}, "
+        f"{summary.orders:,} order rows, {summary.refunds:,} refunds, "
+        f"{summary.customers:,} customer history rows in {time.perf_counter() - started:.1f}s"
+    )
+    return 0
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    files = {
+        table: path
+        for table, path in (
+            ("raw.orders", args.orders),
+            ("raw.refunds", args.refunds),
+            ("raw.customers", args.customers),
+        )
+        if path
+    }
+    if not files:
+        print("nothing to load: give --orders, --refunds and/or --customers", file=sys.stderr)
+        return 2
+    with connect() as conn:
+        counts = load_source_files(conn, files)
+    for table, count in counts.items():
+        print(f"loaded {count:,} rows into {table}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from backfill_assets.demo import run_demo
+
+    use_project_dagster_home()
+    return run_demo(orders_per_day=args.orders_per_day, seed=args.seed)
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    home = use_project_dagster_home()
+    os.environ.setdefault("BACKFILL_WAREHOUSE", settings.warehouse_path())
+    command = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "dev",
+        "-w",
+        str(settings.PROJECT_DIR / "workspace.yaml"),
+        "-h",
+        args.host,
+        "-p",
+        str(args.port),
+    ]
+    print(f"DAGSTER_HOME={home} BACKFILL_WAREHOUSE={os.environ['BACKFILL_WAREHOUSE']}")
+    print(" ".join(command))
+    return subprocess.call(command, cwd=settings.PROJECT_DIR)
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="backfill-assets", description=__doc__.split("\n")[0])
+    sub = root.add_subparsers(dest="command", required=True)
+
+    seed = sub.add_parser("seed", help="write a generated raw data set into the warehouse")
+    seed.add_argument("--start", type=_date, default=dt.date(2024, 1, 1))
+    seed.add_argument("--end", type=_date, default=dt.date(2025, 12, 31))
+    seed.add_argument("--orders-per-day", type=int, default=200)
+    seed.add_argument("--seed", type=int, default=42)
+    seed.set_defaults(func=cmd_seed)
+
+    load = sub.add_parser("load", help="replace raw tables with Parquet or CSV files")
+    load.add_argument("--orders", type=Path)
+    load.add_argument("--refunds", type=Path)
+    load.add_argument("--customers", type=Path)
+    load.set_defaults(func=cmd_load)
+
+    demo = sub.add_parser("demo", help="seed, backfill both plans, check, promote, summarize")
+    demo.add_argument("--orders-per-day", type=int, default=200)
+    demo.add_argument("--seed", type=int, default=42)
+    demo.set_defaults(func=cmd_demo)
+
+    ui = sub.add_parser("ui", help="start the Dagster UI and daemon on this project")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=3000)
+    ui.set_defaults(func=cmd_ui)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, KeyError, duckdb.Error) as error:
+        print(f"backfill-assets {args.command}: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,489 @@
+"""Backfill plans: the runbook's preflight inventory as a validated YAML file.
+
+A plan lives in ``plans/<name>/plan.yaml`` beside its SQL files. Loading it validates every field
+and the SQL itself (each version's query is bound against the raw tables' declared columns in an
+in-memory DuckDB), so a plan that would fail at run time refuses to load instead. Every problem is
+reported in one ``PlanError`` that names the file, the field and the fix.
+"""
+
+import datetime as dt
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import duckdb
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from backfill_assets.warehouse import IDENTIFIER, RAW_TABLES, qualified, quote, raw_table_ddl
+
+# A measure name that means "count of output rows" rather than a column.
+ROWS = "rows"
+
+
+class PlanError(ValueError):
+    """A plan file that cannot be used; the message names the file, the field and the fix."""
+
+
+def _identifier(value: str) -> str:
+    if not IDENTIFIER.match(value):
+        raise ValueError(
+            f"{value!r} is not a plain SQL name; use letters, digits and underscores only"
+        )
+    return value
+
+
+def _table_name(value: str) -> str:
+    parts = value.split(".")
+    if len(parts) != 2 or not all(IDENTIFIER.match(p) for p in parts):
+        raise ValueError(f"{value!r} is not a schema-qualified table name such as raw.orders")
+    return value
+
+
+Identifier = Annotated[str, AfterValidator(_identifier)]
+TableName = Annotated[str, AfterValidator(_table_name)]
+Text = Annotated[str, Field(min_length=1)]
+Scalar = str | int | float | bool | dt.date | None
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_blank_text(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("is empty; write what it means in words")
+        return value
+
+
+class Version(_Strict):
+    """One version of the model's logic: its SQL, its code version, and why it exists."""
+
+    name: Identifier
+    sql: Text
+    code_version: Text
+    change: Text
+
+
+class Window(_Strict):
+    """The days the backfill covers, both ends inclusive."""
+
+    start: dt.date
+    end: dt.date
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Window":
+        if self.end < self.start:
+            raise ValueError(f"end {self.end} is before start {self.start}")
+        return self
+
+
+class Partitions(_Strict):
+    """The model's daily partitions: from ``start`` (UTC days) up to today."""
+
+    start: dt.date
+    cadence: Literal["daily"] = "daily"
+
+
+class Rule(_Strict):
+    """An explained difference: SQL that predicts part of the baseline→candidate gap."""
+
+    name: Identifier
+    description: Text
+    sql: Text
+
+
+class Reconciliation(_Strict):
+    """Candidate vs baseline, aggregated by ``by`` and compared measure by measure."""
+
+    by: list[str] = Field(min_length=1)
+    measures: list[Identifier] = Field(min_length=1)
+    tolerance: float = Field(ge=0)
+    explained_differences: list[Rule] = []
+
+    @field_validator("by")
+    @classmethod
+    def _by_names(cls, value: list[str]) -> list[str]:
+        for item in value:
+            _identifier(item)
+        return value
+
+
+class KnownRecord(_Strict):
+    """A hand-verified row of the candidate: its key and the values it must have."""
+
+    key: dict[Identifier, Scalar] = Field(min_length=1)
+    expect: dict[Identifier, Scalar] = Field(min_length=1)
+
+
+class Trend(_Strict):
+    """Cliff/spike detection on the candidate's daily series (median absolute deviation)."""
+
+    measure: Identifier
+    window_days: int = Field(default=28, ge=7, le=366)
+    max_deviations: float = Field(default=8.0, gt=0)
+
+
+class IntegrityRule(_Strict):
+    """SQL returning offending rows (``day``, ``key``) of the version being checked (``model``)."""
+
+    name: Identifier
+    description: Text
+    sql: Text
+    severity: Literal["error", "warn"] = "error"
+
+
+class Enrichment(_Strict):
+    """A column the candidate adds or changes: rows must not change, coverage must hold."""
+
+    column: Identifier
+    min_coverage: float = Field(ge=0, le=1)
+
+
+class Completeness(_Strict):
+    """How many rows a built day must have at least."""
+
+    min_rows_per_day: int = Field(default=1, ge=0)
+
+
+class Checks(_Strict):
+    """The acceptance criteria: what must hold before the candidate may be published."""
+
+    null_rates: dict[Identifier, float] = Field(min_length=1)
+    known_records: list[KnownRecord] = []
+    completeness: Completeness = Completeness()
+    referential_integrity: list[IntegrityRule] = []
+    reconciliation: Reconciliation
+    trend: Trend
+    enrichment: Enrichment | None = None
+
+    @field_validator("null_rates")
+    @classmethod
+    def _rates(cls, value: dict[str, float]) -> dict[str, float]:
+        for column, rate in value.items():
+            if not 0 <= rate <= 1:
+                raise ValueError(f"{column}: {rate} is not a rate between 0 and 1")
+        return value
+
+
+class PlanSpec(_Strict):
+    """The fields of a plan file, as written."""
+
+    name: Identifier
+    description: Text
+    grain: Text
+    unique_key: list[Identifier] = Field(min_length=1)
+    partition_column: Identifier
+    partitions: Partitions
+    window: Window
+    sources: list[TableName] = Field(min_length=1)
+    source_slice: Text
+    versions: list[Version] = Field(min_length=2)
+    baseline: Identifier
+    candidate: Identifier
+    checks: Checks
+    owner: Text
+    approvers: list[Text] = []
+    risk: Literal["low", "high"]
+    downstream: list[Text]
+    rollback: Text
+    strategy: Literal["full_rebuild", "partition_repair", "column_enrichment", "dual_run"]
+    chunk_days: int = Field(ge=1, le=366)
+
+
+# What to write instead, per field; shown after the problem.
+_FIXES = {
+    "name": "name: daily_revenue (a plain SQL name, unique among plans)",
+    "grain": "grain: One row per order day and region.",
+    "unique_key": "unique_key: [order_date, region] (columns of every version's output)",
+    "partition_column": "partition_column: order_date (the event-time DATE column of the output)",
+    "partitions": "partitions: {start: 2024-01-01}",
+    "window": "window: {start: 2024-01-01, end: 2025-12-31} (inside the partitions, end >= start)",
+    "sources": "sources: [raw.orders, raw.refunds] (tables the SQL reads)",
+    "source_slice": "source_slice: sql/source_slice.sql (a readable file beside the plan)",
+    "versions": "versions: - {name: v2, sql: sql/v2.sql, code_version: v2-1, change: ...}",
+    "baseline": "baseline: legacy (the name of one of the versions)",
+    "candidate": "candidate: v2 (the name of another version)",
+    "checks": "checks: {null_rates: {...}, reconciliation: {...}, trend: {...}}",
+    "owner": "owner: team-or-person@example.com",
+    "approvers": "approvers: [finance-lead@example.com] (required when risk is high)",
+    "risk": "risk: low | high",
+    "downstream": "downstream: [dashboard: Finance daily] (may be [] when nothing reads it)",
+    "rollback": "rollback: what to do to undo the change, in words",
+    "strategy": "strategy: full_rebuild | partition_repair | column_enrichment | dual_run",
+    "chunk_days": "chunk_days: 31 (partitions per run, 1 to 366)",
+}
+
+
+def _fix_for(field: str) -> str:
+    top = field.split(".")[0]
+    return _FIXES.get(top, "remove it or correct it as the README's plan format shows")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated plan, with the derived names the rest of the project uses."""
+
+    spec: PlanSpec
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def folder(self) -> Path:
+        return self.path.parent
+
+    @property
+    def version_names(self) -> list[str]:
+        return [v.name for v in self.spec.versions]
+
+    def version(self, name: str) -> Version:
+        for version in self.spec.versions:
+            if version.name == name:
+                return version
+        raise KeyError(f"plan {self.name} has no version {name!r}; it has {self.version_names}")
+
+    def read_sql(self, relative: str) -> str:
+        return (self.folder / relative).read_text()
+
+    def version_sql(self, name: str) -> str:
+        return self.read_sql(self.version(name).sql)
+
+    @cached_property
+    def source_slice_sql(self) -> str:
+        return self.read_sql(self.spec.source_slice)
+
+    def table_name(self, version: str) -> str:
+        """The physical table of a version: ``models.<name>__<version>``."""
+        return f"{self.name}__{self.version(version).name}"
+
+    def model_table(self, version: str) -> str:
+        return qualified("models", self.table_name(version))
+
+    @property
+    def view(self) -> str:
+        return qualified("analytics", self.name)
+
+    @property
+    def partition_column(self) -> str:
+        return quote(self.spec.partition_column)
+
+    @property
+    def window_days(self) -> int:
+        return (self.spec.window.end - self.spec.window.start).days + 1
+
+
+def _describe(conn: duckdb.DuckDBPyConnection, sql: str) -> dict[str, str]:
+    """Bind a windowed query (``$start``/``$end``) and return its output columns and types."""
+    params = {"start": dt.date(2024, 1, 1), "end": dt.date(2024, 1, 2)}
+    rows = conn.execute(f"DESCRIBE ({sql})", params).fetchall()
+    return {row[0]: row[1] for row in rows}
+
+
+def _validate_semantics(spec: PlanSpec, folder: Path) -> list[tuple[str, str]]:
+    """Checks that need more than one field, or the SQL: a list of (field, problem)."""
+    problems: list[tuple[str, str]] = []
+    names = [v.name for v in spec.versions]
+    if len(set(names)) != len(names):
+        problems.append(("versions", f"version names repeat: {names}"))
+    for field in ("baseline", "candidate"):
+        if getattr(spec, field) not in names:
+            problems.append((field, f"{getattr(spec, field)!r} is not one of the versions {names}"))
+    if spec.baseline == spec.candidate:
+        problems.append(("candidate", "is the same version as the baseline"))
+    if spec.window.start < spec.partitions.start:
+        problems.append(
+            (
+                "window.start",
+                f"{spec.window.start} is before partitions.start {spec.partitions.start}",
+            )
+        )
+    today = dt.datetime.now(dt.UTC).date()
+    if spec.window.end >= today:
+        problems.append(
+            ("window.end", f"{spec.window.end} is not a complete UTC day yet (today is {today})")
+        )
+    if spec.risk == "high" and not spec.approvers:
+        problems.append(("approvers", "a high-risk plan needs at least one approver"))
+    unknown_sources = [s for s in spec.sources if s not in RAW_TABLES]
+    if unknown_sources:
+        problems.append(
+            ("sources", f"{unknown_sources} are not source tables; known: {sorted(RAW_TABLES)}")
+        )
+
+    files = {"source_slice": spec.source_slice}
+    files.update({f"versions[{v.name}].sql": v.sql for v in spec.versions})
+    rules = spec.checks.reconciliation.explained_differences
+    files.update(
+        {f"checks.reconciliation.explained_differences[{r.name}].sql": r.sql for r in rules}
+    )
+    ri = spec.checks.referential_integrity
+    files.update({f"checks.referential_integrity[{r.name}].sql": r.sql for r in ri})
+    texts: dict[str, str] = {}
+    for field, relative in files.items():
+        path = folder / relative
+        try:
+            texts[field] = path.read_text()
+        except OSError as error:
+            problems.append((field, f"cannot read {path}: {error.strerror or error}"))
+    if problems:
+        return problems
+
+    conn = duckdb.connect()
+    try:
+        for schema in ("raw", "models"):
+            conn.execute(f"CREATE SCHEMA {schema}")
+        for table in RAW_TABLES:
+            conn.execute(raw_table_ddl(table))
+        outputs: dict[str, dict[str, str]] = {}
+        for version in spec.versions:
+            field = f"versions[{version.name}].sql"
+            try:
+                outputs[version.name] = _describe(conn, texts[field])
+            except duckdb.Error as error:
+                problems.append((field, f"the SQL does not bind: {str(error).splitlines()[0]}"))
+        try:
+            slice_columns = _describe(conn, texts["source_slice"])
+            missing = {"day", "source", "ingested_at", "row_hash"} - set(slice_columns)
+            if missing:
+                problems.append(
+                    ("source_slice", f"the query must return columns {sorted(missing)}")
+                )
+        except duckdb.Error as error:
+            problems.append(
+                ("source_slice", f"the SQL does not bind: {str(error).splitlines()[0]}")
+            )
+        if problems:
+            return problems
+
+        column_sets = {tuple(cols) for cols in outputs.values()}
+        if len(column_sets) > 1:
+            problems.append(
+                (
+                    "versions",
+                    "versions return different columns: "
+                    + "; ".join(f"{k}: {list(v)}" for k, v in outputs.items()),
+                )
+            )
+        columns = outputs[spec.candidate] if spec.candidate in outputs else {}
+        needed = {
+            "unique_key": spec.unique_key,
+            "partition_column": [spec.partition_column],
+            "checks.null_rates": list(spec.checks.null_rates),
+            "checks.reconciliation.measures": [
+                m for m in spec.checks.reconciliation.measures if m != ROWS
+            ],
+            "checks.trend.measure": [m for m in [spec.checks.trend.measure] if m != ROWS],
+        }
+        if spec.checks.enrichment:
+            needed["checks.enrichment.column"] = [spec.checks.enrichment.column]
+        for index, record in enumerate(spec.checks.known_records):
+            needed[f"checks.known_records[{index}]"] = [*record.key, *record.expect]
+        by_columns = [b for b in spec.checks.reconciliation.by if b not in ("month", "day")]
+        needed["checks.reconciliation.by"] = by_columns
+        for field, wanted in needed.items():
+            absent = [c for c in wanted if c not in columns]
+            if absent:
+                problems.append(
+                    (
+                        field,
+                        f"{absent} not in the output of the versions; they return {list(columns)}",
+                    )
+                )
+        if columns.get(spec.partition_column) not in (None, "DATE"):
+            problems.append(
+                ("partition_column", f"must be a DATE column, is {columns[spec.partition_column]}")
+            )
+        for index, record in enumerate(spec.checks.known_records):
+            if spec.partition_column not in {**record.key, **record.expect}:
+                problems.append(
+                    (f"checks.known_records[{index}]", f"must name its {spec.partition_column}")
+                )
+        conn.execute(
+            "CREATE TABLE models.model AS SELECT * FROM ("
+            + texts[f"versions[{spec.candidate}].sql"]
+            + ") LIMIT 0",
+            {"start": dt.date(2024, 1, 1), "end": dt.date(2024, 1, 2)},
+        )
+        conn.execute("CREATE VIEW model AS SELECT * FROM models.model")
+        for field, text in texts.items():
+            if not field.startswith("checks."):
+                continue
+            try:
+                cols = _describe(conn, text)
+            except duckdb.Error as error:
+                problems.append((field, f"the SQL does not bind: {str(error).splitlines()[0]}"))
+                continue
+            if "referential_integrity" in field and not {"day", "key"} <= set(cols):
+                problems.append((field, "the query must return columns day and key"))
+    finally:
+        conn.close()
+    return problems
+
+
+def _format(path: Path, problems: list[tuple[str, str]]) -> str:
+    lines = [f"Plan {path} cannot be loaded ({len(problems)} problem(s)):"]
+    for field, problem in problems:
+        lines.append(f"  - field '{field}': {problem}. Fix: {_fix_for(field)}")
+    return "\n".join(lines)
+
+
+def _pydantic_field(error: dict[str, Any]) -> str:
+    parts = [str(p) for p in error["loc"] if not str(p).startswith("function-")]
+    return ".".join(parts) or "(file)"
+
+
+def load_plan(path: Path) -> Plan:
+    """Load and validate one plan file; raise ``PlanError`` naming every problem."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise PlanError(
+            f"Plan {path} cannot be loaded: the file is not readable YAML ({error}). "
+            "Fix: write the plan as a YAML mapping of the fields in the README."
+        ) from error
+    if not isinstance(raw, dict):
+        raise PlanError(f"Plan {path} cannot be loaded: expected a mapping of plan fields.")
+    try:
+        spec = PlanSpec.model_validate(raw)
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            message = item["msg"]
+            if item["type"] == "missing":
+                message = "is missing"
+            elif item["type"] == "extra_forbidden":
+                message = "is not a plan field"
+            problems.append((_pydantic_field(item), message))
+        raise PlanError(_format(path, problems)) from None
+    problems = _validate_semantics(spec, path.parent)
+    if problems:
+        raise PlanError(_format(path, problems))
+    return Plan(spec=spec, path=path)
+
+
+def load_plans(directory: Path) -> list[Plan]:
+    """Every ``*/plan.yaml`` under ``directory``, sorted by name; plan names must be unique."""
+    plans = [load_plan(p) for p in sorted(Path(directory).glob("*/plan.yaml"))]
+    seen: dict[str, Path] = {}
+    for plan in plans:
+        if plan.name in seen:
+            raise PlanError(
+                f"Plan {plan.path} cannot be loaded: field 'name': {plan.name!r} is already the "
+                f"name of {seen[plan.name]}. Fix: give each plan its own name."
+            )
+        seen[plan.name] = plan.path
+    return plans

@@ -1,0 +1,29 @@
+-- fct_orders, v2 logic.
+-- Grain: one row per order_id (its latest version), on the latest version's UTC order day.
+-- Window: [$start, $end). Every status included.
+-- customer_segment is the segment valid at order_ts (point in time): [valid_from, valid_to).
+WITH window_orders AS (
+    SELECT DISTINCT order_id FROM raw.orders WHERE order_ts >= $start AND order_ts < $end
+),
+latest AS (
+    SELECT o.*
+    FROM raw.orders AS o
+    JOIN window_orders USING (order_id)
+    QUALIFY row_number() OVER (
+        PARTITION BY o.order_id ORDER BY o.ingested_at DESC, o.order_ts DESC, o.amount, o.status
+    ) = 1
+)
+SELECT
+    l.order_id,
+    CAST(l.order_ts AS DATE) AS order_date,
+    l.customer_id,
+    l.region,
+    l.status,
+    l.amount,
+    c.segment AS customer_segment
+FROM latest AS l
+LEFT JOIN raw.customers AS c
+    ON c.customer_id = l.customer_id
+    AND c.valid_from <= l.order_ts
+    AND (c.valid_to IS NULL OR l.order_ts < c.valid_to)
+WHERE l.order_ts >= $start AND l.order_ts < $end

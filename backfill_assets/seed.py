@@ -1,0 +1,318 @@
+"""Source data: a seeded generator of realistic raw tables, and loading raw tables from files.
+
+The generator runs entirely in DuckDB SQL. Its randomness is ``hash(seed, row id, purpose)``, so a
+seed gives the same rows on any number of threads. What it writes, per day and order:
+
+- ~12% of orders are re-sent with a later ``ingested_at`` (status shipped or cancelled, sometimes
+  a new amount or region; ~5% of re-sends move ``order_ts``, often to the next day);
+- ~3% of orders are cancelled outright and ~2% are test orders;
+- ~5% of orders get a refund 1–45 days later, ~10% of refunds arrive days late;
+- ~0.05% of orders get a refund pointing at an order that does not exist;
+- ~2% of orders have no region; ~3% of orders arrive 1–10 days after they were placed;
+- ~30% of customers change segment once inside the window.
+
+The hand-written pilot-market rows in ``fixtures/`` are added whenever the generated days cover
+them; the plans' known records refer to them.
+"""
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from backfill_assets.warehouse import RAW_REQUIRED, RAW_TABLES, ensure_schema, quote
+
+FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"
+PILOT_FIRST_DAY = dt.date(2024, 2, 28)
+PILOT_LAST_DAY = dt.date(2024, 3, 5)
+
+_GENERATE = """
+SET VARIABLE backfill_seed = $seed;
+CREATE OR REPLACE TEMP MACRO u(id, tag) AS (
+    (hash(getvariable('backfill_seed'), id, tag) % 1000000007) / 1000000007.0
+);
+CREATE OR REPLACE TEMP MACRO pick(list, x) AS (list[1 + CAST(floor(x * len(list)) AS INTEGER)]);
+
+CREATE OR REPLACE TEMP TABLE gen_customers AS
+SELECT
+    i AS customer_id,
+    pick(['north', 'south', 'east', 'west'], u(i, 'region')) AS region,
+    CAST(floor(u(i, 'segment') * 3) AS INTEGER) AS first_segment,
+    u(i, 'changes') < 0.3 AS changes,
+    CAST($start AS TIMESTAMP)
+        + to_seconds(CAST(floor(u(i, 'change_at') * $days * 86400) AS BIGINT)) AS change_at
+FROM range(1, $customers + 1) AS t(i);
+
+CREATE OR REPLACE TEMP TABLE gen_orders AS
+WITH base AS (
+    SELECT
+        (k + 1) * 1000000 + i AS order_id,
+        CAST($start AS DATE) + CAST(k AS INTEGER) AS day
+    FROM range(0, $days) AS d(k), range(1, $per_day + 1) AS n(i)
+)
+SELECT
+    b.order_id,
+    1 + CAST(floor(u(b.order_id, 'customer') * $customers) AS BIGINT) AS customer_id,
+    CAST(b.day AS TIMESTAMP) + to_seconds(CAST(floor(u(b.order_id, 'ts') * 86400) AS BIGINT))
+        AS order_ts,
+    CAST(round(5 + 495 * pow(u(b.order_id, 'amount'), 2), 2) AS DECIMAL(12, 2)) AS amount,
+    u(b.order_id, 'status') AS status_draw,
+    u(b.order_id, 'region') AS region_draw,
+    u(b.order_id, 'late') < 0.03 AS late,
+    u(b.order_id, 'resend') < 0.12 AS resent
+FROM base AS b;
+
+CREATE OR REPLACE TEMP TABLE gen_versions AS
+WITH first_version AS (
+    SELECT
+        o.order_id,
+        o.customer_id,
+        CASE
+            WHEN o.region_draw < 0.02 THEN NULL
+            WHEN o.region_draw < 0.10
+                THEN pick(['north', 'south', 'east', 'west'], u(o.order_id, 'r2'))
+            ELSE c.region
+        END AS region,
+        o.order_ts,
+        o.amount,
+        CASE
+            WHEN o.status_draw < 0.02 THEN 'test'
+            WHEN o.status_draw < 0.05 THEN 'cancelled'
+            WHEN o.status_draw < 0.75 THEN 'placed'
+            ELSE 'shipped'
+        END AS status,
+        o.order_ts
+            + to_minutes(CAST(1 + floor(u(o.order_id, 'lag') * 30) AS BIGINT))
+            + CASE WHEN o.late
+                THEN to_days(CAST(1 + floor(u(o.order_id, 'late_days') * 10) AS INTEGER))
+                ELSE INTERVAL 0 SECOND END AS ingested_at,
+        o.resent
+    FROM gen_orders AS o
+    JOIN gen_customers AS c USING (customer_id)
+)
+SELECT order_id, customer_id, region, order_ts, amount, status, ingested_at
+FROM first_version
+UNION ALL
+SELECT
+    order_id,
+    customer_id,
+    CASE WHEN u(order_id, 'v2_region') < 0.05
+        THEN pick(['north', 'south', 'east', 'west'], u(order_id, 'v2_region_pick'))
+        ELSE region END,
+    CASE WHEN u(order_id, 'v2_move') < 0.05
+        THEN order_ts + to_hours(CAST(6 + floor(u(order_id, 'v2_move_hours') * 30) AS BIGINT))
+        ELSE order_ts END,
+    CASE WHEN u(order_id, 'v2_amount') < 0.2
+        THEN CAST(round(amount * (0.8 + 0.4 * u(order_id, 'v2_factor')), 2) AS DECIMAL(12, 2))
+        ELSE amount END,
+    CASE WHEN u(order_id, 'v2_status') < 0.35 THEN 'cancelled' ELSE 'shipped' END,
+    ingested_at + to_hours(CAST(1 + floor(u(order_id, 'v2_lag') * 120) AS BIGINT))
+FROM first_version
+WHERE resent AND status IN ('placed', 'shipped');
+
+CREATE OR REPLACE TEMP TABLE gen_refunds AS
+WITH refunded AS (
+    SELECT
+        order_id,
+        order_ts + to_days(CAST(1 + floor(u(order_id, 'refund_days') * 45) AS INTEGER))
+            + to_seconds(CAST(floor(u(order_id, 'refund_secs') * 86400) AS BIGINT)) AS refund_ts,
+        CAST(round(amount * (0.2 + 0.8 * u(order_id, 'refund_share')), 2) AS DECIMAL(12, 2))
+            AS amount
+    FROM gen_orders
+    WHERE u(order_id, 'refund') < 0.05 AND status_draw >= 0.02
+),
+orphans AS (
+    SELECT
+        -order_id AS order_id,
+        order_ts + INTERVAL 2 DAY AS refund_ts,
+        CAST(round(amount / 2, 2) AS DECIMAL(12, 2)) AS amount
+    FROM gen_orders
+    WHERE u(order_id, 'orphan') < 0.0005
+),
+all_refunds AS (
+    SELECT * FROM refunded UNION ALL SELECT * FROM orphans
+)
+SELECT
+    CASE WHEN order_id < 0 THEN -order_id * 10 + 2 ELSE order_id * 10 + 1 END AS refund_id,
+    order_id,
+    refund_ts,
+    amount,
+    refund_ts
+        + to_minutes(CAST(5 + floor(u(order_id, 'refund_lag') * 60) AS BIGINT))
+        + CASE WHEN u(order_id, 'refund_late') < 0.1
+            THEN to_days(CAST(1 + floor(u(order_id, 'refund_late_days') * 7) AS INTEGER))
+            ELSE INTERVAL 0 SECOND END AS ingested_at
+FROM all_refunds
+WHERE refund_ts < CAST($start AS TIMESTAMP) + to_days(CAST($days AS INTEGER));
+
+CREATE OR REPLACE TEMP TABLE gen_segments AS
+SELECT
+    customer_id,
+    pick(['consumer', 'smb', 'enterprise'], (first_segment + 0.5) / 3) AS segment,
+    region,
+    CAST($start AS TIMESTAMP) - INTERVAL 400 DAY AS valid_from,
+    CASE WHEN changes THEN change_at END AS valid_to
+FROM gen_customers
+UNION ALL
+SELECT
+    customer_id,
+    pick(
+        ['consumer', 'smb', 'enterprise'],
+        ((first_segment + 1 + CAST(floor(u(customer_id, 'segment2') * 2) AS INTEGER)) % 3 + 0.5) / 3
+    ),
+    region,
+    change_at,
+    NULL
+FROM gen_customers
+WHERE changes;
+"""
+
+
+@dataclass(frozen=True)
+class SeedSummary:
+    """What a seed wrote."""
+
+    start: dt.date
+    end: dt.date
+    orders: int
+    refunds: int
+    customers: int
+
+
+def _fixture_select(table: str) -> str:
+    columns = ", ".join(
+        f"CAST({quote(col)} AS {typ}) AS {quote(col)}" for col, typ in RAW_TABLES[table].items()
+    )
+    return f"SELECT {columns} FROM read_csv($path, header = true, all_varchar = true)"
+
+
+def _insert_pilot(conn: duckdb.DuckDBPyConnection) -> None:
+    for table in RAW_TABLES:
+        path = FIXTURES_DIR / f"pilot_{table.split('.')[1]}.csv"
+        conn.execute(f"INSERT INTO {table} {_fixture_select(table)}", {"path": str(path)})
+
+
+def load_pilot_fixture(conn: duckdb.DuckDBPyConnection) -> None:
+    """Replace the raw tables with only the hand-written pilot-market rows."""
+    ensure_schema(conn)
+    conn.execute("BEGIN TRANSACTION")
+    for table in RAW_TABLES:
+        conn.execute(f"DELETE FROM {table}")
+    _insert_pilot(conn)
+    conn.execute("COMMIT")
+
+
+def generate(
+    conn: duckdb.DuckDBPyConnection,
+    start: dt.date,
+    end: dt.date,
+    orders_per_day: int,
+    seed: int = 42,
+    customers: int | None = None,
+) -> SeedSummary:
+    """Replace the raw tables with a generated data set for the days ``start``..``end``."""
+    if end < start:
+        raise ValueError(f"--end {end} is before --start {start}; give an end on or after it")
+    if not 1 <= orders_per_day < 1_000_000:
+        raise ValueError(f"--orders-per-day {orders_per_day} must be between 1 and 999999")
+    days = (end - start).days + 1
+    customers = customers or max(50, orders_per_day * 10)
+    ensure_schema(conn)
+    params = {
+        "seed": seed,
+        "start": start,
+        "days": days,
+        "per_day": orders_per_day,
+        "customers": customers,
+    }
+    for statement in _GENERATE.split(";\n"):
+        if statement.strip():
+            used = {k: v for k, v in params.items() if f"${k}" in statement}
+            conn.execute(statement, used)
+    conn.execute("BEGIN TRANSACTION")
+    for table in RAW_TABLES:
+        conn.execute(f"DELETE FROM {table}")
+    conn.execute("INSERT INTO raw.orders SELECT * FROM gen_versions ORDER BY ingested_at, order_id")
+    conn.execute(
+        "INSERT INTO raw.refunds SELECT * FROM gen_refunds ORDER BY ingested_at, refund_id"
+    )
+    conn.execute(
+        "INSERT INTO raw.customers SELECT * FROM gen_segments ORDER BY customer_id, valid_from"
+    )
+    if start <= PILOT_FIRST_DAY and end >= PILOT_LAST_DAY:
+        _insert_pilot(conn)
+    conn.execute("COMMIT")
+    for temp in ("gen_customers", "gen_orders", "gen_versions", "gen_refunds", "gen_segments"):
+        conn.execute(f"DROP TABLE IF EXISTS {temp}")
+    counts = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in RAW_TABLES}
+    return SeedSummary(
+        start, end, counts["raw.orders"], counts["raw.refunds"], counts["raw.customers"]
+    )
+
+
+class SourceFileError(ValueError):
+    """A user-supplied source file that does not match the raw table it should fill."""
+
+
+def load_source_files(conn: duckdb.DuckDBPyConnection, files: dict[str, Path]) -> dict[str, int]:
+    """Replace raw tables with the rows of Parquet or CSV files, after validating them.
+
+    ``files`` maps a raw table (``raw.orders``) to a file. Every file is checked before any table
+    changes: the columns must be exactly the table's, every value must convert to the column's
+    type, and required columns must not be empty. Returns the row count per table.
+    """
+    ensure_schema(conn)
+    staged: dict[str, str] = {}
+    for table, path in files.items():
+        if table not in RAW_TABLES:
+            raise SourceFileError(f"{table} is not a source table; use one of {sorted(RAW_TABLES)}")
+        path = Path(path)
+        if not path.is_file():
+            raise SourceFileError(f"{path}: no such file (for {table})")
+        reader = (
+            "read_parquet($path)"
+            if path.suffix == ".parquet"
+            else ("read_csv($path, header = true, all_varchar = true)")
+        )
+        stage = f"incoming_{table.split('.')[1]}"
+        conn.execute(
+            f"CREATE OR REPLACE TEMP TABLE {stage} AS SELECT * FROM {reader}", {"path": str(path)}
+        )
+        found = [r[0] for r in conn.execute(f"DESCRIBE {stage}").fetchall()]
+        expected = list(RAW_TABLES[table])
+        missing = [c for c in expected if c not in found]
+        extra = [c for c in found if c not in expected]
+        if missing or extra:
+            raise SourceFileError(
+                f"{path}: columns do not match {table}: missing {missing}, unexpected {extra}. "
+                f"Fix: the file needs exactly the columns {expected}."
+            )
+        for column, typ in RAW_TABLES[table].items():
+            col = quote(column)
+            bad = conn.execute(
+                f"SELECT count(*), min(CAST({col} AS VARCHAR)) FROM {stage} "
+                f"WHERE {col} IS NOT NULL AND TRY_CAST({col} AS {typ}) IS NULL"
+            ).fetchone()
+            if bad[0]:
+                raise SourceFileError(
+                    f"{path}: column {column} has {bad[0]} value(s) that are not {typ}, "
+                    f"e.g. {bad[1]!r}. Fix: correct those values or the column's type."
+                )
+            if column in RAW_REQUIRED[table]:
+                nulls = conn.execute(f"SELECT count(*) FROM {stage} WHERE {col} IS NULL").fetchone()
+                if nulls[0]:
+                    raise SourceFileError(
+                        f"{path}: column {column} is empty in {nulls[0]} row(s); it is required. "
+                        "Fix: fill it or drop those rows."
+                    )
+        staged[table] = stage
+    conn.execute("BEGIN TRANSACTION")
+    counts = {}
+    for table, stage in staged.items():
+        casts = ", ".join(f"CAST({quote(c)} AS {t})" for c, t in RAW_TABLES[table].items())
+        conn.execute(f"DELETE FROM {table}")
+        conn.execute(f"INSERT INTO {table} SELECT {casts} FROM {stage}")
+        counts[table] = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    conn.execute("COMMIT")
+    return counts

@@ -1,0 +1,37 @@
+"""Where the embedded warehouse and Dagster home live, and how to point them elsewhere.
+
+The project works with zero configuration: the DuckDB file and the Dagster home sit in the
+project directory. Two environment variables move them:
+
+- ``BACKFILL_WAREHOUSE``: path of the DuckDB file (default ``<project>/warehouse/backfill.duckdb``);
+- ``DAGSTER_HOME``: the Dagster instance folder (default ``<project>/dagster_home``, which ships
+  the ``dagster.yaml`` that serializes warehouse writers).
+
+They are read when a command starts or when the code location builds its definitions (the code
+server and every run worker it launches inherit the same environment), never at import time.
+"""
+
+import os
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+PROJECT_DIR = PACKAGE_DIR.parent
+PLANS_DIR = PACKAGE_DIR / "plans"
+SHIPPED_DAGSTER_HOME = PROJECT_DIR / "dagster_home"
+
+
+def warehouse_path() -> str:
+    """The DuckDB file every command and the code location use."""
+    configured = os.environ.get("BACKFILL_WAREHOUSE")
+    return configured or str(PROJECT_DIR / "warehouse" / "backfill.duckdb")
+
+
+def dagster_home() -> Path:
+    """The Dagster home: ``DAGSTER_HOME`` or the one shipped in the project directory."""
+    configured = os.environ.get("DAGSTER_HOME")
+    return Path(configured) if configured else SHIPPED_DAGSTER_HOME
+
+
+def reports_dir() -> Path:
+    """Where human-readable reports (reconciliation, cutover summaries) are written."""
+    return Path(warehouse_path()).resolve().parent / "reports"

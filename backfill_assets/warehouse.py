@@ -1,0 +1,120 @@
+"""The warehouse layout: schemas, raw source tables, bookkeeping tables, identifier quoting.
+
+Every table the project owns is declared here once. Model tables are not: their columns come
+from the version's SQL and are created on first write (see ``build.py``).
+"""
+
+import re
+
+import duckdb
+
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+SCHEMAS = ("raw", "models", "backfill", "analytics")
+
+# Source tables (ARCHITECTURE.md §3). Timestamps are naive UTC; a day is CAST(ts AS DATE).
+RAW_TABLES: dict[str, dict[str, str]] = {
+    "raw.orders": {
+        "order_id": "BIGINT",
+        "customer_id": "BIGINT",
+        "region": "VARCHAR",
+        "order_ts": "TIMESTAMP",
+        "amount": "DECIMAL(12,2)",
+        "status": "VARCHAR",
+        "ingested_at": "TIMESTAMP",
+    },
+    "raw.refunds": {
+        "refund_id": "BIGINT",
+        "order_id": "BIGINT",
+        "refund_ts": "TIMESTAMP",
+        "amount": "DECIMAL(12,2)",
+        "ingested_at": "TIMESTAMP",
+    },
+    "raw.customers": {
+        "customer_id": "BIGINT",
+        "segment": "VARCHAR",
+        "region": "VARCHAR",
+        "valid_from": "TIMESTAMP",
+        "valid_to": "TIMESTAMP",
+    },
+}
+
+# Columns a source row may never leave empty: a NULL here is refused on load.
+RAW_REQUIRED = {
+    "raw.orders": ("order_id", "order_ts", "amount", "status", "ingested_at"),
+    "raw.refunds": ("refund_id", "order_id", "refund_ts", "amount", "ingested_at"),
+    "raw.customers": ("customer_id", "segment", "valid_from"),
+}
+
+BOOKKEEPING_DDL = (
+    # One row per (model, version, day): what the day was built from and how it checked out.
+    # Written in the same transaction as the day's rows (ARCHITECTURE.md §4.2).
+    """
+    CREATE TABLE IF NOT EXISTS backfill.partition_evidence (
+        model VARCHAR NOT NULL,
+        version VARCHAR NOT NULL,
+        day DATE NOT NULL,
+        row_count BIGINT NOT NULL,
+        source_rows BIGINT NOT NULL,
+        source_max_ingested_at TIMESTAMP,
+        source_fingerprint VARCHAR NOT NULL,
+        code_version VARCHAR NOT NULL,
+        checks_passed BOOLEAN NOT NULL,
+        checks JSON NOT NULL,
+        run_id VARCHAR NOT NULL,
+        written_at TIMESTAMP NOT NULL
+    )
+    """,
+    # Append-only log of every promotion and rollback. Nothing in the project deletes from it.
+    """
+    CREATE TABLE IF NOT EXISTS backfill.promotions (
+        model VARCHAR NOT NULL,
+        action VARCHAR NOT NULL,
+        version VARCHAR NOT NULL,
+        previous_version VARCHAR,
+        actor VARCHAR NOT NULL,
+        reason VARCHAR NOT NULL,
+        run_id VARCHAR NOT NULL,
+        evidence JSON NOT NULL,
+        happened_at TIMESTAMP NOT NULL
+    )
+    """,
+)
+
+
+def quote(identifier: str) -> str:
+    """Quote a validated identifier; anything else is refused rather than escaped."""
+    if not IDENTIFIER.match(identifier):
+        raise ValueError(f"{identifier!r} is not a plain SQL name (letters, digits, underscore)")
+    return f'"{identifier}"'
+
+
+def qualified(schema: str, table: str) -> str:
+    """``"schema"."table"`` from two validated identifiers."""
+    return f"{quote(schema)}.{quote(table)}"
+
+
+def raw_table_ddl(table: str) -> str:
+    """The CREATE statement of one raw source table."""
+    schema, name = table.split(".")
+    columns = ", ".join(f"{quote(col)} {typ}" for col, typ in RAW_TABLES[table].items())
+    return f"CREATE TABLE IF NOT EXISTS {qualified(schema, name)} ({columns})"
+
+
+def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
+    """Create the schemas, raw tables and bookkeeping tables that do not exist yet."""
+    for schema in SCHEMAS:
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
+    for table in RAW_TABLES:
+        conn.execute(raw_table_ddl(table))
+    for ddl in BOOKKEEPING_DDL:
+        conn.execute(ddl)
+
+
+def table_exists(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    """Whether ``schema.table`` exists (table or view)."""
+    found = conn.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+        [schema, table],
+    ).fetchone()
+    return bool(found and found[0])
