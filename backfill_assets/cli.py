@@ -3,6 +3,8 @@
     backfill-assets seed --start 2024-01-01 --end 2025-12-31 --orders-per-day 200 --seed 42
     backfill-assets load --orders orders.parquet --refunds refunds.csv --customers customers.csv
     backfill-assets demo
+    backfill-assets reconcile daily_revenue
+    backfill-assets status
     backfill-assets ui
 
 Every command uses ``BACKFILL_WAREHOUSE`` and ``DAGSTER_HOME`` when set, else the project's own
@@ -86,6 +88,32 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(orders_per_day=args.orders_per_day, seed=args.seed)
 
 
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from backfill_assets.catalog import plan_named
+    from backfill_assets.reconcile import reconcile
+    from backfill_assets.report import reconciliation_text, write_html
+
+    plan = plan_named(args.plan)
+    with connect() as conn:
+        recon = reconcile(conn, plan)
+    print(reconciliation_text(recon))
+    path = write_html(
+        recon, args.html or settings.reports_dir() / plan.name / "reconciliation.html"
+    )
+    print(f"\nHTML report: {path}")
+    return 0 if recon.passed else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from backfill_assets.catalog import plan_named, shipped_plans
+    from backfill_assets.status import status_text
+
+    plans = [plan_named(args.plan)] if args.plan else list(shipped_plans())
+    with connect() as conn:
+        print(status_text(conn, plans))
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     home = use_project_dagster_home()
     os.environ.setdefault("BACKFILL_WAREHOUSE", settings.warehouse_path())
@@ -127,6 +155,15 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--orders-per-day", type=int, default=200)
     demo.add_argument("--seed", type=int, default=42)
     demo.set_defaults(func=cmd_demo)
+
+    reconcile = sub.add_parser("reconcile", help="print and write the reconciliation report")
+    reconcile.add_argument("plan")
+    reconcile.add_argument("--html", type=Path, help="where to write the HTML report")
+    reconcile.set_defaults(func=cmd_reconcile)
+
+    status = sub.add_parser("status", help="days built, failing and stale; what is published")
+    status.add_argument("plan", nargs="?")
+    status.set_defaults(func=cmd_status)
 
     ui = sub.add_parser("ui", help="start the Dagster UI and daemon on this project")
     ui.add_argument("--host", default="127.0.0.1")

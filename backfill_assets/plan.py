@@ -284,6 +284,13 @@ class Plan:
     def window_days(self) -> int:
         return (self.spec.window.end - self.spec.window.start).days + 1
 
+    def with_window(self, start: dt.date, end: dt.date) -> "Plan":
+        """The same plan over another window (for samples, tests and what-if runs)."""
+        window = Window(start=start, end=end)
+        if start < self.spec.partitions.start:
+            raise PlanError(f"window {start}..{end} starts before the partitions of {self.name}")
+        return Plan(spec=self.spec.model_copy(update={"window": window}), path=self.path)
+
 
 def _describe(conn: duckdb.DuckDBPyConnection, sql: str) -> dict[str, str]:
     """Bind a windowed query (``$start``/``$end``) and return its output columns and types."""

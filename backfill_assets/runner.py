@@ -54,7 +54,7 @@ def run_chunks(
             asset_selection=selection,
             tags={**(tags or {}), **range_tags(chunk_first, chunk_last)},
             raise_on_error=False,
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+            run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
         )
         run = ChunkRun(
             plan.name,

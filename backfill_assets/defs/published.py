@@ -1,0 +1,233 @@
+"""The published view of each plan, the window checks that guard it, and its cutover jobs.
+
+- ``analytics/<plan>``: the view ``analytics.<plan>``; materializing it only makes sure the view
+  exists (on the baseline until a promotion). Promotions and rollbacks record materializations
+  of it, with the cutover summary as metadata.
+- Window checks of ``analytics/<plan>``: whether a version (the candidate unless configured) is
+  fit to publish, over the plan's whole window. They sit on the published asset, not on the
+  partitioned models, so a chunked backfill does not re-run them for every chunk; run them with
+  ``window_checks_<plan>_job`` after a backfill. The promotion job evaluates them itself.
+- ``promote_<plan>_job`` and ``rollback_<plan>_job``: the cutover and its undo.
+"""
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+from pydantic import Field
+
+from backfill_assets.catalog import shipped_plans
+from backfill_assets.cutover import cutover_summary, write_summary
+from backfill_assets.plan import Plan
+from backfill_assets.publish import PublishError, ensure_view, evaluate_gate, promote, rollback
+from backfill_assets.report import reconciliation_markdown, reconciliation_table
+from backfill_assets.settings import reports_dir
+from backfill_assets.window_checks import WindowCheck, run_window_checks, window_check_names
+
+CHECK_DESCRIPTIONS = {
+    "window_is_complete": "Every day of the window has evidence and enough rows.",
+    "every_day_passed_checks": "Every day of the window passed its per-partition checks.",
+    "built_with_current_code": "Every day was built with the plan's current code_version.",
+    "built_from_current_sources": "No source row of any day changed since it was built.",
+    "reconciles_with_baseline": "Every difference from the baseline is explained by a rule.",
+    "trend_has_no_unexplained_jumps": "No day jumps away from its rolling median.",
+    "enrichment_coverage_met": "Rows per day equal the baseline; the new column is filled.",
+}
+
+
+class WindowCheckConfig(dg.Config):
+    """Which version the window checks evaluate."""
+
+    version: str = Field(
+        default="", description="A version of the plan; empty means the plan's candidate."
+    )
+
+
+class PromoteConfig(dg.Config):
+    """What to publish, who approved it, and why."""
+
+    version: str = Field(description="The version to publish, e.g. v2.")
+    approved_by: str = Field(
+        default="",
+        description="Who approved; required for risk: high plans and must be a plan approver.",
+    )
+    note: str = Field(default="", description="Why, for the log and the cutover summary.")
+
+
+class RollbackConfig(dg.Config):
+    """Who rolls back and why."""
+
+    by: str = Field(description="Who is rolling back.")
+    reason: str = Field(description="Why, for the log.")
+
+
+def published_key(plan: Plan) -> dg.AssetKey:
+    return dg.AssetKey(["analytics", plan.name])
+
+
+def _evaluation(key: dg.AssetKey, check: WindowCheck) -> dg.AssetCheckEvaluation:
+    return dg.AssetCheckEvaluation(
+        asset_key=key,
+        check_name=check.name,
+        passed=check.passed,
+        severity=dg.AssetCheckSeverity.ERROR if check.blocking else dg.AssetCheckSeverity.WARN,
+        metadata=check_metadata(check),
+    )
+
+
+def check_metadata(check: WindowCheck) -> dict[str, dg.MetadataValue]:
+    """Figures of a window check as Dagster metadata; reconciliation adds its full table."""
+    metadata: dict[str, dg.MetadataValue] = {
+        "version": dg.MetadataValue.text(check.version),
+        "summary": dg.MetadataValue.text(check.summary),
+    }
+    for name, value in check.figures.items():
+        if isinstance(value, (dict, list)):
+            metadata[name] = dg.MetadataValue.json(value)
+        elif isinstance(value, bool | int | float):
+            metadata[name] = dg.MetadataValue.float(float(value))
+        else:
+            metadata[name] = dg.MetadataValue.text(str(value))
+    if check.reconciliation is not None:
+        metadata["reconciliation"] = reconciliation_table(check.reconciliation)
+        metadata["reconciliation_summary"] = dg.MetadataValue.md(
+            reconciliation_markdown(check.reconciliation)
+        )
+    return metadata
+
+
+def build_published(plan: Plan) -> dg.Definitions:
+    """The published asset, its window checks and its jobs, for one plan."""
+    key = published_key(plan)
+
+    @dg.asset(
+        key=key,
+        group_name=plan.name,
+        description=(
+            f"The published {plan.name}: a view over the promoted version's table. "
+            f"{plan.spec.description}"
+        ),
+        kinds={"duckdb"},
+        pool="duckdb",
+        deps=[dg.AssetKey([v, plan.name]) for v in plan.version_names],
+        metadata={"view": f"analytics.{plan.name}", "downstream": ", ".join(plan.spec.downstream)},
+    )
+    def _published(warehouse: DuckDBResource) -> dg.MaterializeResult:
+        with warehouse.get_connection() as conn:
+            version = ensure_view(conn, plan)
+        return dg.MaterializeResult(metadata={"published_version": version})
+
+    @dg.multi_asset_check(
+        name=f"{plan.name}_window_checks",
+        specs=[
+            dg.AssetCheckSpec(name, asset=key, description=CHECK_DESCRIPTIONS.get(name, name))
+            for name in window_check_names(plan)
+        ],
+        pool="duckdb",
+    )
+    def _window_checks(
+        context: dg.AssetCheckExecutionContext,
+        config: WindowCheckConfig,
+        warehouse: DuckDBResource,
+    ):
+        with warehouse.get_connection() as conn:
+            results = run_window_checks(conn, plan, config.version or None)
+        for check in results:
+            context.log.info(f"{check.name} ({check.version}): {check.summary}")
+            yield dg.AssetCheckResult(
+                asset_key=key,
+                check_name=check.name,
+                passed=check.passed,
+                severity=(
+                    dg.AssetCheckSeverity.ERROR if check.blocking else dg.AssetCheckSeverity.WARN
+                ),
+                metadata=check_metadata(check),
+            )
+
+    @dg.op(name=f"promote_{plan.name}", pool="duckdb")
+    def _promote(
+        context: dg.OpExecutionContext, config: PromoteConfig, warehouse: DuckDBResource
+    ) -> None:
+        with warehouse.get_connection() as conn:
+            gate = evaluate_gate(conn, plan, config.version, config.approved_by)
+            for check in gate.checks:
+                context.log_event(_evaluation(key, check))
+            if not gate.passed:
+                raise dg.Failure(description=gate.report(), metadata={"problems": gate.problems})
+            try:
+                gate, entry = promote(
+                    conn, plan, config.version, config.approved_by, config.note, context.run_id
+                )
+            except PublishError as error:
+                raise dg.Failure(description=str(error)) from error
+        summary = cutover_summary(plan, gate, entry)
+        path = write_summary(reports_dir(), plan, entry, summary)
+        context.log.info(f"{plan.name}: published {entry.version}; cutover summary at {path}")
+        context.log_event(
+            dg.AssetMaterialization(
+                asset_key=key,
+                description=f"promoted {entry.version}",
+                metadata={
+                    "published_version": entry.version,
+                    "previous_version": entry.previous_version or "",
+                    "action": "promote",
+                    "cutover_summary": dg.MetadataValue.md(summary),
+                    "cutover_summary_file": dg.MetadataValue.path(str(path)),
+                },
+            )
+        )
+
+    @dg.op(name=f"rollback_{plan.name}", pool="duckdb")
+    def _rollback(
+        context: dg.OpExecutionContext, config: RollbackConfig, warehouse: DuckDBResource
+    ) -> None:
+        with warehouse.get_connection() as conn:
+            try:
+                entry = rollback(conn, plan, config.by, config.reason, context.run_id)
+            except PublishError as error:
+                raise dg.Failure(description=str(error)) from error
+        context.log.info(f"{plan.name}: rolled back to {entry.version} by {entry.actor}")
+        context.log_event(
+            dg.AssetMaterialization(
+                asset_key=key,
+                description=f"rolled back to {entry.version}",
+                metadata={
+                    "published_version": entry.version,
+                    "previous_version": entry.previous_version or "",
+                    "action": "rollback",
+                    "by": entry.actor,
+                    "reason": entry.reason,
+                },
+            )
+        )
+
+    @dg.job(
+        name=f"promote_{plan.name}_job",
+        description=(
+            f"Publish a version of {plan.name} if every check passed for every day of the window"
+            + (" and a plan approver approved it." if plan.spec.risk == "high" else ".")
+        ),
+    )
+    def promote_job() -> None:
+        _promote()
+
+    @dg.job(
+        name=f"rollback_{plan.name}_job",
+        description=f"Point analytics.{plan.name} back at the version the last promotion replaced.",
+    )
+    def rollback_job() -> None:
+        _rollback()
+
+    window_job = dg.define_asset_job(
+        f"window_checks_{plan.name}_job",
+        selection=dg.AssetSelection.checks(_window_checks),
+        description=f"Evaluate the window checks of {plan.name} (after a backfill).",
+    )
+    return dg.Definitions(
+        assets=[_published],
+        asset_checks=[_window_checks],
+        jobs=[promote_job, rollback_job, window_job],
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions.merge(*(build_published(plan) for plan in shipped_plans()))

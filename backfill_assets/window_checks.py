@@ -1,0 +1,410 @@
+"""Window checks: what must hold across a version's whole window before it may be published.
+
+Each check reads the stored tables with set-based SQL over the window and returns a
+``WindowCheck``: a verdict, a one-line summary and figures (the failing days as date ranges,
+groups, keys). None loads the window into pandas; only small results (the reconciliation
+table, lists of failing days) come back to Python.
+
+- ``window_is_complete``: every day has evidence and at least ``min_rows_per_day`` rows;
+- ``every_day_passed_checks``: every day's per-partition checks passed (from evidence);
+- ``built_with_current_code``: every day's ``code_version`` is the plan's current one;
+- ``built_from_current_sources``: every day's source fingerprint still matches the sources;
+- one check per ``referential_integrity`` rule of the plan (``warn`` rules never block);
+- ``reconciles_with_baseline`` (candidate): no unexplained residual beyond tolerance;
+- ``trend_has_no_unexplained_jumps``: no day deviates from its rolling median by more than
+  ``max_deviations`` median absolute deviations;
+- ``enrichment_coverage_met`` (candidate of a column enrichment): rows per day identical to the
+  baseline and the share of rows with the new value at least ``min_coverage``.
+"""
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+
+from backfill_assets.fingerprint import changed_days
+from backfill_assets.plan import ROWS, Plan
+from backfill_assets.reconcile import Reconciliation, reconcile
+from backfill_assets.warehouse import quote, table_exists
+
+WINDOW_IS_COMPLETE = "window_is_complete"
+EVERY_DAY_PASSED_CHECKS = "every_day_passed_checks"
+BUILT_WITH_CURRENT_CODE = "built_with_current_code"
+BUILT_FROM_CURRENT_SOURCES = "built_from_current_sources"
+RECONCILES_WITH_BASELINE = "reconciles_with_baseline"
+TREND_HAS_NO_UNEXPLAINED_JUMPS = "trend_has_no_unexplained_jumps"
+ENRICHMENT_COVERAGE_MET = "enrichment_coverage_met"
+LISTED = 20  # how many failing days, groups or keys a result names
+
+
+@dataclass
+class WindowCheck:
+    """The verdict of one window check on one version."""
+
+    name: str
+    version: str
+    passed: bool
+    summary: str
+    blocking: bool = True
+    figures: dict[str, Any] = field(default_factory=dict)
+    reconciliation: Reconciliation | None = None
+
+
+def window_check_names(plan: Plan) -> list[str]:
+    """Every window check of a plan, in the order they are evaluated."""
+    names = [
+        WINDOW_IS_COMPLETE,
+        EVERY_DAY_PASSED_CHECKS,
+        BUILT_WITH_CURRENT_CODE,
+        BUILT_FROM_CURRENT_SOURCES,
+        *(rule.name for rule in plan.spec.checks.referential_integrity),
+        RECONCILES_WITH_BASELINE,
+        TREND_HAS_NO_UNEXPLAINED_JUMPS,
+    ]
+    if plan.spec.checks.enrichment:
+        names.append(ENRICHMENT_COVERAGE_MET)
+    return names
+
+
+def _window(plan: Plan) -> dict[str, dt.date]:
+    window = plan.spec.window
+    return {"start": window.start, "end": window.end + dt.timedelta(days=1)}
+
+
+def _ranges(days: list[dt.date]) -> list[str]:
+    """Consecutive days folded into ranges: ['2024-01-01..2024-01-03', '2024-02-10']."""
+    out: list[list[dt.date]] = []
+    for day in sorted(days):
+        if out and day == out[-1][1] + dt.timedelta(days=1):
+            out[-1][1] = day
+        else:
+            out.append([day, day])
+    return [f"{a}..{b}" if a != b else f"{a}" for a, b in out]
+
+
+def _days_list(days: list[dt.date]) -> str:
+    ranges = _ranges(days)
+    more = f" (+{len(ranges) - LISTED} more ranges)" if len(ranges) > LISTED else ""
+    return ", ".join(ranges[:LISTED]) + more
+
+
+def completeness(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> WindowCheck:
+    minimum = plan.spec.checks.completeness.min_rows_per_day
+    rows = conn.execute(
+        """
+        WITH days AS (
+            SELECT CAST(range AS DATE) AS day
+            FROM range(CAST($start AS TIMESTAMP), CAST($end AS TIMESTAMP), INTERVAL 1 DAY)
+        )
+        SELECT d.day, e.row_count
+        FROM days AS d
+        LEFT JOIN backfill.partition_evidence AS e
+            ON e.day = d.day AND e.model = $model AND e.version = $version
+        WHERE e.day IS NULL OR e.row_count < $minimum
+        ORDER BY d.day
+        """,
+        {**_window(plan), "model": plan.name, "version": version, "minimum": minimum},
+    ).fetchall()
+    missing = [day for day, count in rows if count is None]
+    thin = [day for day, count in rows if count is not None]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} day(s) never built: {_days_list(missing)}")
+    if thin:
+        problems.append(f"{len(thin)} day(s) with fewer than {minimum} row(s): {_days_list(thin)}")
+    return WindowCheck(
+        WINDOW_IS_COMPLETE,
+        version,
+        passed=not rows,
+        summary="; ".join(problems) or f"all {plan.window_days} days built with rows",
+        figures={
+            "days_in_window": plan.window_days,
+            "days_missing": len(missing),
+            "days_below_min_rows": len(thin),
+            "missing_ranges": _ranges(missing)[:LISTED],
+            "thin_ranges": _ranges(thin)[:LISTED],
+        },
+    )
+
+
+def _evidence_days(conn, plan: Plan, version: str, condition: str, params: dict) -> list[tuple]:
+    return conn.execute(
+        f"""
+        SELECT day, code_version, checks
+        FROM backfill.partition_evidence
+        WHERE model = $model AND version = $version AND day >= $start AND day < $end
+          AND {condition}
+        ORDER BY day
+        """,
+        {**_window(plan), "model": plan.name, "version": version, **params},
+    ).fetchall()
+
+
+def every_day_passed(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> WindowCheck:
+    failing = _evidence_days(conn, plan, version, "NOT checks_passed", {})
+    by_check: dict[str, list[dt.date]] = {}
+    for day, _, checks in failing:
+        for name, result in json.loads(checks).items():
+            if not result["passed"]:
+                by_check.setdefault(name, []).append(day)
+    return WindowCheck(
+        EVERY_DAY_PASSED_CHECKS,
+        version,
+        passed=not failing,
+        summary="; ".join(f"{name} failed on {_days_list(days)}" for name, days in by_check.items())
+        or "every built day passed its partition checks",
+        figures={"days_failing": len(failing), **{k: _ranges(v) for k, v in by_check.items()}},
+    )
+
+
+def code_current(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> WindowCheck:
+    current = plan.version(version).code_version
+    stale = _evidence_days(conn, plan, version, "code_version <> $current", {"current": current})
+    old = sorted({code for _, code, _ in stale})
+    return WindowCheck(
+        BUILT_WITH_CURRENT_CODE,
+        version,
+        passed=not stale,
+        summary=(
+            f"{len(stale)} day(s) built with code_version {old}, current is {current!r}: "
+            f"{_days_list([d for d, _, _ in stale])}"
+            if stale
+            else f"every built day has code_version {current!r}"
+        ),
+        figures={"days_stale_code": len(stale), "current_code_version": current},
+    )
+
+
+def sources_current(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> WindowCheck:
+    window = _window(plan)
+    changed = changed_days(conn, plan, window["start"], window["end"], [version])
+    days = [c.day for c in changed]
+    return WindowCheck(
+        BUILT_FROM_CURRENT_SOURCES,
+        version,
+        passed=not changed,
+        summary=(
+            f"sources changed since {len(days)} day(s) were built: {_days_list(days)}"
+            if changed
+            else "every built day matches its sources"
+        ),
+        figures={"days_changed": len(days), "changed_ranges": _ranges(days)[:LISTED]},
+    )
+
+
+def referential_integrity(
+    conn: duckdb.DuckDBPyConnection, plan: Plan, version: str
+) -> list[WindowCheck]:
+    results = []
+    conn.execute(f"CREATE OR REPLACE TEMP VIEW model AS SELECT * FROM {plan.model_table(version)}")
+    for rule in plan.spec.checks.referential_integrity:
+        count, days, keys = conn.execute(
+            f"""
+            SELECT count(*), list(DISTINCT day ORDER BY day)[1:{LISTED}],
+                   list(key ORDER BY day, key)[1:{LISTED}]
+            FROM ({plan.read_sql(rule.sql)})
+            """,
+            _window(plan),
+        ).fetchone()
+        results.append(
+            WindowCheck(
+                rule.name,
+                version,
+                passed=count == 0,
+                blocking=rule.severity == "error",
+                summary=(
+                    f"{count} offending row(s) ({rule.description}); first on "
+                    f"{', '.join(str(d) for d in days[:5])}: keys {', '.join(keys[:5])}"
+                    if count
+                    else f"no offending rows ({rule.description})"
+                ),
+                figures={
+                    "offending_rows": count,
+                    "first_days": [str(d) for d in days or []],
+                    "first_keys": list(keys or []),
+                    "severity": rule.severity,
+                },
+            )
+        )
+    conn.execute("DROP VIEW IF EXISTS model")
+    return results
+
+
+def reconciliation(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> WindowCheck:
+    recon = reconcile(conn, plan, candidate=version)
+    failing = recon.failing
+    groups = [
+        ", ".join(f"{b}={row[b]}" for b in recon.by) + f" {row['measure']}: {row['residual']:+,.2f}"
+        for _, row in failing.head(LISTED).iterrows()
+    ]
+    explained = recon.table[[f"rule_{r}" for r in recon.rules]].abs().sum() if recon.rules else {}
+    return WindowCheck(
+        RECONCILES_WITH_BASELINE,
+        version,
+        passed=recon.passed,
+        summary=(
+            f"{len(failing)} group(s) with an unexplained residual beyond ±{recon.tolerance}: "
+            + "; ".join(groups[:5])
+            if not recon.passed
+            else f"every difference from {recon.baseline} is explained "
+            f"(total |delta| {recon.total_delta:,.2f}, residuals within ±{recon.tolerance})"
+        ),
+        figures={
+            "groups": len(recon.table),
+            "groups_unexplained": len(failing),
+            "total_abs_delta": round(recon.total_delta, 2),
+            "max_abs_residual": round(float(recon.table["residual"].abs().max() or 0), 6)
+            if len(recon.table)
+            else 0.0,
+            "explained_by_rule": {k: round(float(v), 2) for k, v in dict(explained).items()},
+            "worst_groups": groups,
+        },
+        reconciliation=recon,
+    )
+
+
+def trend(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> WindowCheck:
+    spec = plan.spec.checks.trend
+    half = spec.window_days // 2
+    value = "count(*)" if spec.measure == ROWS else f"sum({quote(spec.measure)})"
+    rows = conn.execute(
+        f"""
+        WITH series AS (
+            SELECT {plan.partition_column} AS day, CAST({value} AS DOUBLE) AS x
+            FROM {plan.model_table(version)}
+            WHERE {plan.partition_column} >= $start AND {plan.partition_column} < $end
+            GROUP BY ALL
+        ),
+        centred AS (
+            SELECT day, x, median(x) OVER w AS med
+            FROM series
+            WINDOW w AS (ORDER BY day ROWS BETWEEN {half} PRECEDING AND {half} FOLLOWING)
+        ),
+        spread AS (
+            SELECT day, x, med,
+                   median(abs(x - med)) OVER w AS mad
+            FROM centred
+            WINDOW w AS (ORDER BY day ROWS BETWEEN {half} PRECEDING AND {half} FOLLOWING)
+        )
+        SELECT day, x, med, greatest(1.4826 * mad, 0.01 * abs(med), 1e-9) AS scale
+        FROM spread
+        WHERE abs(x - med) > $k * greatest(1.4826 * mad, 0.01 * abs(med), 1e-9)
+        ORDER BY day
+        """,
+        {**_window(plan), "k": spec.max_deviations},
+    ).fetchall()
+    listed = [f"{d}: {x:,.2f} vs median {m:,.2f} ({(x - m) / s:+.1f} MAD)" for d, x, m, s in rows]
+    return WindowCheck(
+        TREND_HAS_NO_UNEXPLAINED_JUMPS,
+        version,
+        passed=not rows,
+        summary=(
+            f"{len(rows)} day(s) jump beyond {spec.max_deviations} MADs of the "
+            f"{spec.window_days}-day median of {spec.measure}: " + "; ".join(listed[:5])
+            if rows
+            else f"daily {spec.measure} stays within {spec.max_deviations} MADs of its "
+            f"{spec.window_days}-day median"
+        ),
+        figures={"days_jumping": len(rows), "days": listed[:LISTED]},
+    )
+
+
+def enrichment(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> WindowCheck:
+    spec = plan.spec.checks.enrichment
+    assert spec is not None
+    column = quote(spec.column)
+    pc = plan.partition_column
+    differing, total, covered = conn.execute(
+        f"""
+        WITH c AS (
+            SELECT {pc} AS day, count(*) AS n, count({column}) AS covered
+            FROM {plan.model_table(version)}
+            WHERE {pc} >= $start AND {pc} < $end GROUP BY ALL
+        ),
+        b AS (
+            SELECT {pc} AS day, count(*) AS n
+            FROM {plan.model_table(plan.spec.baseline)}
+            WHERE {pc} >= $start AND {pc} < $end GROUP BY ALL
+        )
+        SELECT
+            list(coalesce(c.day, b.day) ORDER BY coalesce(c.day, b.day))
+                FILTER (WHERE c.n IS DISTINCT FROM b.n),
+            coalesce(sum(c.n), 0),
+            coalesce(sum(c.covered), 0)
+        FROM c FULL JOIN b USING (day)
+        """,
+        _window(plan),
+    ).fetchone()
+    differing = differing or []
+    coverage = covered / total if total else 0.0
+    ok = not differing and coverage >= spec.min_coverage
+    return WindowCheck(
+        ENRICHMENT_COVERAGE_MET,
+        version,
+        passed=ok,
+        summary=(
+            f"{spec.column} filled on {coverage:.2%} of rows (minimum {spec.min_coverage:.2%}); "
+            + (
+                f"row counts differ from {plan.spec.baseline} on {_days_list(differing)}"
+                if differing
+                else f"row counts per day equal {plan.spec.baseline}"
+            )
+        ),
+        figures={
+            "coverage": round(coverage, 6),
+            "min_coverage": spec.min_coverage,
+            "days_with_different_row_counts": len(differing),
+            "differing_ranges": _ranges(differing)[:LISTED],
+        },
+    )
+
+
+def run_window_checks(
+    conn: duckdb.DuckDBPyConnection, plan: Plan, version: str | None = None
+) -> list[WindowCheck]:
+    """All window checks of the plan for ``version`` (default: the candidate)."""
+    version = version or plan.spec.candidate
+    if not table_exists(conn, "models", plan.table_name(version)):
+        return [
+            WindowCheck(
+                name,
+                version,
+                passed=False,
+                summary=f"models.{plan.table_name(version)} has not been built yet",
+            )
+            for name in window_check_names(plan)
+        ]
+    results = [
+        completeness(conn, plan, version),
+        every_day_passed(conn, plan, version),
+        code_current(conn, plan, version),
+        sources_current(conn, plan, version),
+        *referential_integrity(conn, plan, version),
+    ]
+    baseline_built = table_exists(conn, "models", plan.table_name(plan.spec.baseline))
+    if version == plan.spec.baseline:
+        results.append(WindowCheck(RECONCILES_WITH_BASELINE, version, True, "this is the baseline"))
+    elif baseline_built:
+        results.append(reconciliation(conn, plan, version))
+    else:
+        results.append(
+            WindowCheck(
+                RECONCILES_WITH_BASELINE,
+                version,
+                passed=False,
+                summary=f"the baseline {plan.spec.baseline} has not been built yet",
+            )
+        )
+    results.append(trend(conn, plan, version))
+    if plan.spec.checks.enrichment:
+        if version == plan.spec.baseline:
+            results.append(WindowCheck(ENRICHMENT_COVERAGE_MET, version, True, "the baseline"))
+        elif baseline_built:
+            results.append(enrichment(conn, plan, version))
+        else:
+            results.append(
+                WindowCheck(ENRICHMENT_COVERAGE_MET, version, False, "baseline not built yet")
+            )
+    return results
