@@ -23,7 +23,6 @@ from backfill_assets.runner import run_chunks
 from backfill_assets.seed import generate
 from backfill_assets.status import status_text
 
-
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
