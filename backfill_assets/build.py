@@ -8,6 +8,11 @@ A build of the days ``[start, end)``:
 4. in ONE transaction deletes the window from ``models.<plan>__<version>``, inserts the staged
    rows and replaces the window's rows in ``backfill.partition_evidence``.
 
+Write-audit-publish: when the version is the one ``analytics.<plan>`` publishes, a day that fails
+a partition check is not written; users keep seeing its previous rows, and its evidence records
+the rejected build (``applied = false``, ``checks_passed = false``). Other versions are written
+whole, failing days included, so they can be inspected; the promotion gate refuses them.
+
 A failure anywhere before the commit leaves every day and its evidence as they were; running the
 same window again leaves identical content.
 """
@@ -21,6 +26,7 @@ import duckdb
 from backfill_assets.fingerprint import stage_fingerprints
 from backfill_assets.partition_checks import DayChecks, run_partition_checks
 from backfill_assets.plan import Plan
+from backfill_assets.publish import is_published
 from backfill_assets.warehouse import ensure_schema, quote, table_exists
 
 STAGE = "backfill_stage"
@@ -39,6 +45,7 @@ class BuildResult:
     start: dt.date
     end: dt.date  # exclusive
     days: list[DayChecks]
+    held: list[dt.date]  # failing days not written because the version is published
 
     @property
     def rows(self) -> int:
@@ -100,6 +107,7 @@ def _write_evidence(
     start: dt.date,
     end: dt.date,
     days: list[DayChecks],
+    held: list[dt.date],
     run_id: str,
 ) -> None:
     """Replace the window's evidence rows (called inside the write transaction)."""
@@ -120,7 +128,8 @@ def _write_evidence(
             $model, $version, f.day,
             (SELECT count(*) FROM {STAGE} AS s WHERE s.{plan.partition_column} = f.day),
             f.source_rows, f.source_max_ingested_at, f.source_fingerprint,
-            $code_version, c.ok, c.c, $run_id, now()::TIMESTAMP
+            $code_version, c.ok, c.c, NOT list_contains(CAST($held AS DATE[]), f.day),
+            $run_id, now()::TIMESTAMP
         FROM backfill_stage_fingerprints AS f
         JOIN backfill_stage_checks AS c USING (day)
         """,
@@ -129,6 +138,7 @@ def _write_evidence(
             "version": version,
             "code_version": plan.version(version).code_version,
             "run_id": run_id,
+            "held": held,
         },
     )
 
@@ -156,19 +166,25 @@ def build_window(
     stage_fingerprints(conn, plan, start, end)
     days = run_partition_checks(conn, plan, version, STAGE, start, end)
     _ensure_model_table(conn, plan, version)
+    held = [d.day for d in days if not d.passed] if is_published(conn, plan, version) else []
+    pc = plan.partition_column
+    keep = f"NOT list_contains(CAST($held AS DATE[]), {pc})"
     conn.execute("BEGIN TRANSACTION")
     try:
         conn.execute(
             f"DELETE FROM {plan.model_table(version)} "
-            f"WHERE {plan.partition_column} >= $start AND {plan.partition_column} < $end",
-            {"start": start, "end": end},
+            f"WHERE {pc} >= $start AND {pc} < $end AND {keep}",
+            {"start": start, "end": end, "held": held},
         )
-        conn.execute(f"INSERT INTO {plan.model_table(version)} SELECT * FROM {STAGE}")
-        _write_evidence(conn, plan, version, start, end, days, run_id)
+        conn.execute(
+            f"INSERT INTO {plan.model_table(version)} SELECT * FROM {STAGE} WHERE {keep}",
+            {"held": held},
+        )
+        _write_evidence(conn, plan, version, start, end, days, held, run_id)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     finally:
         conn.execute(f"DROP TABLE IF EXISTS {quote(STAGE)}")
-    return BuildResult(plan.name, version, start, end, days)
+    return BuildResult(plan.name, version, start, end, days, held)

@@ -34,6 +34,8 @@ def range_tags(first: dt.date, last: dt.date) -> dict[str, str]:
 
 def chunks(first: dt.date, last: dt.date, chunk_days: int) -> Iterator[tuple[dt.date, dt.date]]:
     """Consecutive inclusive ranges of at most ``chunk_days`` days covering ``first``..``last``."""
+    if chunk_days < 1:
+        raise ValueError(f"chunk_days must be at least 1, got {chunk_days}")
     day = first
     while day <= last:
         chunk_end = min(day + dt.timedelta(days=chunk_days - 1), last)

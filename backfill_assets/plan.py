@@ -35,7 +35,7 @@ class PlanError(ValueError):
 
 
 def _identifier(value: str) -> str:
-    if not IDENTIFIER.match(value):
+    if not IDENTIFIER.fullmatch(value):
         raise ValueError(
             f"{value!r} is not a plain SQL name; use letters, digits and underscores only"
         )
@@ -44,7 +44,7 @@ def _identifier(value: str) -> str:
 
 def _table_name(value: str) -> str:
     parts = value.split(".")
-    if len(parts) != 2 or not all(IDENTIFIER.match(p) for p in parts):
+    if len(parts) != 2 or not all(IDENTIFIER.fullmatch(p) for p in parts):
         raise ValueError(f"{value!r} is not a schema-qualified table name such as raw.orders")
     return value
 
@@ -342,9 +342,10 @@ def _validate_semantics(spec: PlanSpec, folder: Path) -> list[tuple[str, str]]:
     for field, relative in files.items():
         path = folder / relative
         try:
-            texts[field] = path.read_text()
-        except OSError as error:
-            problems.append((field, f"cannot read {path}: {error.strerror or error}"))
+            texts[field] = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            reason = getattr(error, "strerror", None) or error
+            problems.append((field, f"cannot read {path} as UTF-8 text: {reason}"))
     if problems:
         return problems
 
@@ -452,12 +453,30 @@ def _pydantic_field(error: dict[str, Any]) -> str:
     return ".".join(parts) or "(file)"
 
 
+class _PlanLoader(yaml.SafeLoader):
+    """YAML that leaves an impossible date (2024-13-45) as text, so the field is named."""
+
+
+def _lenient_timestamp(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    try:
+        return yaml.SafeLoader.construct_yaml_timestamp(loader, node)
+    except ValueError:
+        return loader.construct_scalar(node)
+
+
+_PlanLoader.add_constructor("tag:yaml.org,2002:timestamp", _lenient_timestamp)
+
+
 def load_plan(path: Path) -> Plan:
-    """Load and validate one plan file; raise ``PlanError`` naming every problem."""
+    """Load and validate one plan file; raise ``PlanError`` naming every problem.
+
+    Field problems are all reported together; the SQL files are bound once the fields are valid
+    (binding needs a valid plan), and their problems are then reported together.
+    """
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as error:
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_PlanLoader)  # noqa: S506
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         raise PlanError(
             f"Plan {path} cannot be loaded: the file is not readable YAML ({error}). "
             "Fix: write the plan as a YAML mapping of the fields in the README."

@@ -85,6 +85,11 @@ def published_version(conn: duckdb.DuckDBPyConnection, plan: Plan) -> str:
     return log[-1].version if log else plan.spec.baseline
 
 
+def is_published(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> bool:
+    """Whether users see ``version`` now: the view exists and shows it."""
+    return table_exists(conn, "analytics", plan.name) and published_version(conn, plan) == version
+
+
 def ensure_view(conn: duckdb.DuckDBPyConnection, plan: Plan) -> str:
     """Create ``analytics.<plan>`` over the published version if it is missing; return it."""
     ensure_schema(conn)

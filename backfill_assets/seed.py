@@ -21,7 +21,13 @@ from pathlib import Path
 
 import duckdb
 
-from backfill_assets.warehouse import RAW_REQUIRED, RAW_TABLES, ensure_schema, quote
+from backfill_assets.warehouse import (
+    RAW_REQUIRED,
+    RAW_TABLES,
+    ensure_raw_tables,
+    ensure_schema,
+    quote,
+)
 
 FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"
 PILOT_FIRST_DAY = dt.date(2024, 2, 28)
@@ -107,7 +113,13 @@ SELECT
         THEN CAST(round(amount * (0.8 + 0.4 * u(order_id, 'v2_factor')), 2) AS DECIMAL(12, 2))
         ELSE amount END,
     CASE WHEN u(order_id, 'v2_status') < 0.35 THEN 'cancelled' ELSE 'shipped' END,
-    ingested_at + to_hours(CAST(1 + floor(u(order_id, 'v2_lag') * 120) AS BIGINT))
+    -- A re-send arrives after the first version and after the (possibly moved) order time.
+    greatest(
+        ingested_at,
+        CASE WHEN u(order_id, 'v2_move') < 0.05
+            THEN order_ts + to_hours(CAST(6 + floor(u(order_id, 'v2_move_hours') * 30) AS BIGINT))
+            ELSE order_ts END
+    ) + to_hours(CAST(1 + floor(u(order_id, 'v2_lag') * 120) AS BIGINT))
 FROM first_version
 WHERE resent AND status IN ('placed', 'shipped');
 
@@ -196,6 +208,7 @@ def _insert_pilot(conn: duckdb.DuckDBPyConnection) -> None:
 def load_pilot_fixture(conn: duckdb.DuckDBPyConnection) -> None:
     """Replace the raw tables with only the hand-written pilot-market rows."""
     ensure_schema(conn)
+    ensure_raw_tables(conn)
     conn.execute("BEGIN TRANSACTION")
     for table in RAW_TABLES:
         conn.execute(f"DELETE FROM {table}")
@@ -219,6 +232,7 @@ def generate(
     days = (end - start).days + 1
     customers = customers or max(50, orders_per_day * 10)
     ensure_schema(conn)
+    ensure_raw_tables(conn)
     params = {
         "seed": seed,
         "start": start,
@@ -263,6 +277,7 @@ def load_source_files(conn: duckdb.DuckDBPyConnection, files: dict[str, Path]) -
     type, and required columns must not be empty. Returns the row count per table.
     """
     ensure_schema(conn)
+    ensure_raw_tables(conn)
     staged: dict[str, str] = {}
     for table, path in files.items():
         if table not in RAW_TABLES:

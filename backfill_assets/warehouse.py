@@ -8,7 +8,7 @@ import re
 
 import duckdb
 
-IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # use with fullmatch
 
 SCHEMAS = ("raw", "models", "backfill", "analytics")
 
@@ -61,6 +61,7 @@ BOOKKEEPING_DDL = (
         code_version VARCHAR NOT NULL,
         checks_passed BOOLEAN NOT NULL,
         checks JSON NOT NULL,
+        applied BOOLEAN NOT NULL,
         run_id VARCHAR NOT NULL,
         written_at TIMESTAMP NOT NULL
     )
@@ -84,7 +85,7 @@ BOOKKEEPING_DDL = (
 
 def quote(identifier: str) -> str:
     """Quote a validated identifier; anything else is refused rather than escaped."""
-    if not IDENTIFIER.match(identifier):
+    if not IDENTIFIER.fullmatch(identifier):
         raise ValueError(f"{identifier!r} is not a plain SQL name (letters, digits, underscore)")
     return f'"{identifier}"'
 
@@ -102,13 +103,21 @@ def raw_table_ddl(table: str) -> str:
 
 
 def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
-    """Create the schemas, raw tables and bookkeeping tables that do not exist yet."""
+    """Create the schemas and bookkeeping tables that do not exist yet.
+
+    Raw tables are not created here: a build must fail on a missing source, never read an
+    empty stand-in. Only loading data (``seed.py``) creates them.
+    """
     for schema in SCHEMAS:
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
-    for table in RAW_TABLES:
-        conn.execute(raw_table_ddl(table))
     for ddl in BOOKKEEPING_DDL:
         conn.execute(ddl)
+
+
+def ensure_raw_tables(conn: duckdb.DuckDBPyConnection) -> None:
+    """Create the raw source tables that do not exist yet (when loading source data)."""
+    for table in RAW_TABLES:
+        conn.execute(raw_table_ddl(table))
 
 
 def table_exists(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:

@@ -1,0 +1,94 @@
+"""The code location loads from the plans, with the shapes teams rely on in the UI."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from backfill_assets.catalog import shipped_plans
+from backfill_assets.demo import load_definitions
+from backfill_assets.settings import PROJECT_DIR
+
+
+@pytest.fixture(scope="module")
+def defs() -> dg.Definitions:
+    return load_definitions()
+
+
+MODELS = [
+    ["legacy", "daily_revenue"],
+    ["v2", "daily_revenue"],
+    ["legacy", "fct_orders"],
+    ["v2", "fct_orders"],
+]
+
+
+def test_all_four_model_assets_are_daily_partitioned_with_chunked_backfills(defs):
+    graph = defs.resolve_asset_graph()
+    for path in MODELS:
+        node = graph.get(dg.AssetKey(path))
+        partitions = node.partitions_def
+        assert isinstance(partitions, dg.DailyPartitionsDefinition)
+        assert partitions.start.date().isoformat() == "2024-01-01"
+        assert partitions.timezone == "UTC"
+        policy = node.backfill_policy
+        assert policy.max_partitions_per_run == 31, path
+        assert node.pools == {"duckdb"}, path
+
+
+def test_model_code_versions_come_from_the_plans(defs):
+    graph = defs.resolve_asset_graph()
+    for plan in shipped_plans():
+        for version in plan.spec.versions:
+            node = graph.get(dg.AssetKey([version.name, plan.name]))
+            assert node.code_version == version.code_version
+
+
+def test_partition_checks_are_blocking_and_partitioned(defs):
+    graph = defs.resolve_asset_graph()
+    v2 = dg.AssetKey(["v2", "daily_revenue"])
+    legacy = dg.AssetKey(["legacy", "daily_revenue"])
+    names = {key.name for key in graph.get_check_keys_for_assets({v2})}
+    assert names == {"grain_is_unique", "null_rates_within_limits", "known_records_match"}
+    # Known records describe the candidate only.
+    assert {k.name for k in graph.get_check_keys_for_assets({legacy})} == {
+        "grain_is_unique",
+        "null_rates_within_limits",
+    }
+    for key in graph.get_check_keys_for_assets({v2}):
+        assert graph.get(key).blocking
+
+
+def test_published_assets_window_checks_and_cutover_jobs_exist(defs):
+    graph = defs.resolve_asset_graph()
+    for plan in shipped_plans():
+        published = dg.AssetKey(["analytics", plan.name])
+        assert graph.get(published).partitions_def is None
+        checks = {k.name for k in graph.get_check_keys_for_assets({published})}
+        assert {"window_is_complete", "reconciles_with_baseline"} <= checks
+        for job in ("promote", "rollback", "window_checks"):
+            assert defs.resolve_job_def(f"{job}_{plan.name}_job") is not None
+
+
+def test_window_checks_are_not_run_by_model_backfills(defs):
+    """A chunk run of a model must not re-evaluate whole-window checks."""
+    graph = defs.resolve_asset_graph()
+    for path in MODELS:
+        names = {k.name for k in graph.get_check_keys_for_assets({dg.AssetKey(path)})}
+        assert "window_is_complete" not in names
+
+
+def test_dg_check_defs_passes(tmp_path):
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "dg"), "check", "defs"],
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DAGSTER_HOME": str(tmp_path)},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "All definitions loaded successfully" in result.stdout + result.stderr
