@@ -5,6 +5,7 @@
     backfill-assets demo
     backfill-assets reconcile daily_revenue
     backfill-assets status
+    backfill-assets arrive --days 3 --rows 5
     backfill-assets ui
 
 Every command uses ``BACKFILL_WAREHOUSE`` and ``DAGSTER_HOME`` when set, else the project's own
@@ -114,6 +115,27 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_arrive(args: argparse.Namespace) -> int:
+    from backfill_assets.catalog import shipped_plans
+    from backfill_assets.late import append_late_rows, pick_days
+
+    plans = shipped_plans()
+    first = min(p.spec.window.start for p in plans)
+    last = max(p.spec.window.end for p in plans)
+    with connect() as conn:
+        days = pick_days(conn, first, last, args.days, args.seed)
+        if not days:
+            print("no source days to add late rows to: seed or load data first", file=sys.stderr)
+            return 1
+        arrival = append_late_rows(conn, days, args.rows, args.seed)
+    print(
+        f"appended {arrival.orders} late orders, {arrival.resent} re-sent orders and "
+        f"{arrival.refunds} late refunds for {', '.join(str(d) for d in arrival.days)}"
+    )
+    print("late_data_sensor will request a repair of exactly those days for each built version.")
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     home = use_project_dagster_home()
     os.environ.setdefault("BACKFILL_WAREHOUSE", settings.warehouse_path())
@@ -164,6 +186,12 @@ def parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="days built, failing and stale; what is published")
     status.add_argument("plan", nargs="?")
     status.set_defaults(func=cmd_status)
+
+    arrive = sub.add_parser("arrive", help="append late rows for past days (demos, tests)")
+    arrive.add_argument("--days", type=int, default=3)
+    arrive.add_argument("--rows", type=int, default=5)
+    arrive.add_argument("--seed", type=int, default=1)
+    arrive.set_defaults(func=cmd_arrive)
 
     ui = sub.add_parser("ui", help="start the Dagster UI and daemon on this project")
     ui.add_argument("--host", default="127.0.0.1")

@@ -120,6 +120,12 @@ def ensure_raw_tables(conn: duckdb.DuckDBPyConnection) -> None:
         conn.execute(raw_table_ddl(table))
 
 
+def open_read_only(path: str) -> duckdb.DuckDBPyConnection:
+    """A read-only connection for sensors and reports; raises ``duckdb.Error`` at once (no
+    retries) when another process holds the file for writing."""
+    return duckdb.connect(path, read_only=True)
+
+
 def table_exists(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
     """Whether ``schema.table`` exists (table or view)."""
     found = conn.execute(

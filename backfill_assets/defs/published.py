@@ -11,6 +11,7 @@
 """
 
 import dagster as dg
+import duckdb
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
@@ -20,7 +21,10 @@ from backfill_assets.plan import Plan
 from backfill_assets.publish import PublishError, ensure_view, evaluate_gate, promote, rollback
 from backfill_assets.report import reconciliation_markdown, reconciliation_table
 from backfill_assets.settings import reports_dir
+from backfill_assets.warehouse import open_read_only
 from backfill_assets.window_checks import WindowCheck, run_window_checks, window_check_names
+
+SETTLE_SECONDS = 60  # quiet time after the last write before window checks run
 
 CHECK_DESCRIPTIONS = {
     "window_is_complete": "Every day of the window has evidence and enough rows.",
@@ -221,10 +225,42 @@ def build_published(plan: Plan) -> dg.Definitions:
         selection=dg.AssetSelection.checks(_window_checks),
         description=f"Evaluate the window checks of {plan.name} (after a backfill).",
     )
+
+    @dg.sensor(
+        name=f"window_checks_{plan.name}_sensor",
+        description=(
+            f"Runs window_checks_{plan.name}_job once writes to {plan.name} have settled "
+            "(a backfill or a repair finished), so the checks never show a stale green."
+        ),
+        target=window_job,
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )
+    def _after_writes(context: dg.SensorEvaluationContext, warehouse: DuckDBResource):
+        try:
+            with open_read_only(warehouse.database) as conn:
+                last, settled = conn.execute(
+                    "SELECT max(written_at), "
+                    "max(written_at) < now()::TIMESTAMP - INTERVAL (?) SECOND "
+                    "FROM backfill.partition_evidence WHERE model = ?",
+                    [SETTLE_SECONDS, plan.name],
+                ).fetchone()
+        except duckdb.Error as error:
+            return dg.SkipReason(f"warehouse not readable now, trying next tick: {error}")
+        if last is None:
+            return dg.SkipReason(f"nothing of {plan.name} built yet")
+        if context.cursor == str(last):
+            return dg.SkipReason(f"window checks already requested after the write at {last}")
+        if not settled:
+            return dg.SkipReason(f"writes at {last} still settling ({SETTLE_SECONDS}s)")
+        context.update_cursor(str(last))
+        return dg.RunRequest(run_key=f"{plan.name}:{last}")
+
     return dg.Definitions(
         assets=[_published],
         asset_checks=[_window_checks],
         jobs=[promote_job, rollback_job, window_job],
+        sensors=[_after_writes],
     )
 
 

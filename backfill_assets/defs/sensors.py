@@ -1,0 +1,95 @@
+"""Sensors: repair days whose sources changed; re-check windows after their days are rewritten.
+
+``late_data_sensor`` looks at every built day of every plan in one statement per plan and asks
+for one run per changed (plan, day), rebuilding every built version of that day together. The
+run key carries the new fingerprint, so the daemon launches each change once. At most
+``max_repairs_per_tick`` new requests go out per tick, oldest day first; the rest wait.
+
+``window_checks_<plan>_sensor`` (in ``published.py``) re-runs a plan's window checks once its
+evidence has settled after any write, so a repaired month never keeps a stale green.
+
+Sensors are not serialized by the run pool, so they read the warehouse read-only and skip the
+tick when a writer holds the file.
+"""
+
+import json
+
+import dagster as dg
+import duckdb
+from dagster_duckdb import DuckDBResource
+from pydantic import Field
+
+from backfill_assets.catalog import shipped_plans
+from backfill_assets.defs.models import model_key
+from backfill_assets.late import find_repairs
+from backfill_assets.warehouse import open_read_only
+
+REPAIR_TAG = "backfill_assets/repair"
+REMEMBERED_KEYS = 1000
+
+
+class LateDataPolicy(dg.ConfigurableResource):
+    """How much repair work one sensor tick may start."""
+
+    max_repairs_per_tick: int = Field(
+        default=20, ge=1, description="New repair runs requested per tick at most."
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    plans = list(shipped_plans())
+    by_name = {plan.name: plan for plan in plans}
+    models = [model_key(p, v) for p in plans for v in p.version_names]
+
+    @dg.sensor(
+        name="late_data_sensor",
+        description=(
+            "Requests a repair run for every built day whose source rows changed since it "
+            "was built (late or re-sent rows), all built versions of the day together."
+        ),
+        target=dg.AssetSelection.assets(*models),
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )
+    def late_data_sensor(
+        context: dg.SensorEvaluationContext,
+        warehouse: DuckDBResource,
+        late_data: LateDataPolicy,
+    ):
+        try:
+            with open_read_only(warehouse.database) as conn:
+                scan = find_repairs(conn, plans)
+        except duckdb.Error as error:
+            return dg.SkipReason(f"warehouse not readable now, trying next tick: {error}")
+        cursor = json.loads(context.cursor) if context.cursor else {}
+        requested = set(cursor.get("requested", []))
+        new = [r for r in scan.repairs if r.run_key not in requested]
+        chosen = new[: late_data.max_repairs_per_tick]
+        seen = scan.describe(chosen, already_requested=len(scan.repairs) - len(new))
+        remembered = [*cursor.get("requested", []), *(r.run_key for r in chosen)]
+        context.update_cursor(
+            json.dumps(
+                {
+                    "seen": seen,
+                    "requested": remembered[-REMEMBERED_KEYS:],
+                }
+            )
+        )
+        if not chosen:
+            return dg.SkipReason(seen)
+        context.log.info(seen)
+        return [
+            dg.RunRequest(
+                run_key=repair.run_key,
+                partition_key=repair.day.isoformat(),
+                asset_selection=[model_key(by_name[repair.plan], v) for v in repair.versions],
+                tags={REPAIR_TAG: "late_data", "backfill_assets/plan": repair.plan},
+            )
+            for repair in chosen
+        ]
+
+    return dg.Definitions(
+        sensors=[late_data_sensor],
+        resources={"late_data": LateDataPolicy()},
+    )

@@ -1,0 +1,206 @@
+"""Late-arriving data: finding the days to repair, and making late rows for demos and tests.
+
+``find_repairs`` compares every built day's stored fingerprint with the sources now (one
+set-based statement per plan, see ``fingerprint.changed_days``) and returns one repair per plan
+and day, naming every built version of that day: versions of a day are repaired together, so
+the reconciliation between them stays consistent. The run key carries the new fingerprint, so a
+change is repaired once, and a further change of the same day is repaired again.
+"""
+
+import datetime as dt
+from dataclasses import dataclass
+
+import duckdb
+
+from backfill_assets.fingerprint import changed_days
+from backfill_assets.plan import Plan
+
+
+@dataclass(frozen=True)
+class Repair:
+    """One day of one plan to rebuild, for the versions whose sources changed."""
+
+    plan: str
+    day: dt.date
+    versions: tuple[str, ...]
+    fingerprint: str
+
+    @property
+    def run_key(self) -> str:
+        return f"{self.plan}:{'+'.join(self.versions)}:{self.day}:{self.fingerprint}"
+
+
+@dataclass(frozen=True)
+class RepairScan:
+    """What one look at the warehouse found."""
+
+    repairs: list[Repair]  # every changed day, oldest first
+    outside_window: dict[str, int]  # plan -> built days outside its window, ignored
+
+    def describe(self, chosen: list[Repair], already_requested: int = 0) -> str:
+        """What a tick saw: changed days, requested now, requested before, left waiting."""
+        days = ", ".join(f"{r.plan} {r.day}" for r in chosen[:10])
+        more = f" (+{len(chosen) - 10} more)" if len(chosen) > 10 else ""
+        waiting = len(self.repairs) - len(chosen) - already_requested
+        ignored = sum(self.outside_window.values())
+        parts = [f"{len(self.repairs)} day(s) changed"]
+        if chosen:
+            parts.append(f"requesting {len(chosen)}: {days}{more}")
+        if already_requested:
+            parts.append(f"{already_requested} already requested")
+        if waiting:
+            parts.append(f"{waiting} wait for the next tick")
+        if ignored:
+            parts.append(f"{ignored} built day(s) outside the plan windows ignored")
+        return "; ".join(parts)
+
+
+def find_repairs(conn: duckdb.DuckDBPyConnection, plans: list[Plan]) -> RepairScan:
+    """Every built day, of every plan, whose sources changed since it was built."""
+    repairs: list[Repair] = []
+    outside: dict[str, int] = {}
+    for plan in plans:
+        window = plan.spec.window
+        end = window.end + dt.timedelta(days=1)
+        by_day: dict[dt.date, list] = {}
+        for change in changed_days(conn, plan, window.start, end):
+            by_day.setdefault(change.day, []).append(change)
+        for day, changes in by_day.items():
+            repairs.append(
+                Repair(
+                    plan.name,
+                    day,
+                    tuple(sorted(c.version for c in changes)),
+                    changes[0].current_fingerprint,
+                )
+            )
+        outside[plan.name] = conn.execute(
+            "SELECT count(DISTINCT day) FROM backfill.partition_evidence "
+            "WHERE model = ? AND (day < ? OR day >= ?)",
+            [plan.name, window.start, end],
+        ).fetchone()[0]
+    repairs.sort(key=lambda r: (r.day, r.plan))
+    return RepairScan(repairs, outside)
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """What ``append_late_rows`` wrote."""
+
+    days: list[dt.date]
+    orders: int
+    resent: int
+    refunds: int
+
+
+def pick_days(
+    conn: duckdb.DuckDBPyConnection, first: dt.date, last: dt.date, count: int, seed: int
+) -> list[dt.date]:
+    """``count`` distinct past days with orders in ``first``..``last``, chosen by ``seed``."""
+    rows = conn.execute(
+        """
+        SELECT DISTINCT CAST(order_ts AS DATE) AS day
+        FROM raw.orders
+        WHERE order_ts >= $first AND order_ts < $last + INTERVAL 1 DAY
+        ORDER BY hash($seed, day), day
+        LIMIT $count
+        """,
+        {"first": first, "last": last, "count": count, "seed": seed},
+    ).fetchall()
+    return sorted(row[0] for row in rows)
+
+
+def append_late_rows(
+    conn: duckdb.DuckDBPyConnection,
+    days: list[dt.date],
+    rows_per_day: int,
+    seed: int = 1,
+    arrived_at: dt.datetime | None = None,
+) -> Arrival:
+    """Append late rows for past ``days``: new orders, one re-send and one refund a day.
+
+    Every row is ingested at ``arrived_at`` (default: now, UTC) and belongs to its day only:
+    the new orders are placed that day, the re-send keeps its order's time, and the refund is
+    for an order of that day and happens later the same day. So exactly those days change.
+    """
+    arrived_at = arrived_at or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    params = {"days": days, "n": rows_per_day, "seed": seed, "at": arrived_at}
+    before = {
+        t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+        for t in ("raw.orders", "raw.refunds")
+    }
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        # New orders, numbered above every existing order.
+        conn.execute(
+            """
+            INSERT INTO raw.orders
+            WITH top AS (SELECT coalesce(max(order_id), 0) AS m FROM raw.orders),
+            days AS (SELECT unnest(CAST($days AS DATE[])) AS day)
+            SELECT
+                top.m + row_number() OVER (ORDER BY d.day, i) AS order_id,
+                1 + hash($seed, d.day, i, 'c') % 50 AS customer_id,
+                ['north', 'south', 'east', 'west'][1 + CAST(hash($seed, d.day, i, 'r') % 4 AS INT)],
+                CAST(d.day AS TIMESTAMP)
+                    + to_seconds(CAST(hash($seed, d.day, i, 't') % 82800 AS BIGINT)),
+                CAST(5 + (hash($seed, d.day, i, 'a') % 40000) / 100.0 AS DECIMAL(12, 2)),
+                'placed',
+                $at
+            FROM days AS d, range($n) AS r(i), top
+            """,
+            params,
+        )
+        # One re-send per day: the day's first order shipped, same order time.
+        conn.execute(
+            """
+            INSERT INTO raw.orders
+            SELECT order_id, customer_id, region, order_ts, amount, 'shipped', $at
+            FROM raw.orders
+            WHERE CAST(order_ts AS DATE) IN (SELECT unnest(CAST($days AS DATE[])))
+              AND status = 'placed' AND ingested_at < $at
+            QUALIFY row_number() OVER (
+                PARTITION BY CAST(order_ts AS DATE) ORDER BY order_id
+            ) = 1
+            """,
+            {"days": days, "at": arrived_at},
+        )
+        # One refund per day, for an order of that day whose every version is on that day,
+        # an hour after the order and still the same day.
+        conn.execute(
+            """
+            INSERT INTO raw.refunds
+            WITH one_day_orders AS (
+                SELECT order_id, max(order_ts) AS order_ts
+                FROM raw.orders
+                GROUP BY order_id
+                HAVING count(DISTINCT CAST(order_ts AS DATE)) = 1
+                   AND max(CAST(order_ts AS DATE)) IN (SELECT unnest(CAST($days AS DATE[])))
+                   AND max(order_ts) < CAST(max(CAST(order_ts AS DATE)) AS TIMESTAMP)
+                       + INTERVAL 22 HOUR
+                   AND bool_and(status NOT IN ('cancelled', 'test'))
+            ),
+            top AS (SELECT coalesce(max(refund_id), 0) AS m FROM raw.refunds)
+            SELECT top.m + row_number() OVER (ORDER BY o.order_id), o.order_id,
+                   o.order_ts + INTERVAL 1 HOUR, 1.00, $at
+            FROM one_day_orders AS o, top
+            QUALIFY row_number() OVER (
+                PARTITION BY CAST(o.order_ts AS DATE) ORDER BY o.order_id DESC
+            ) = 1
+            """,
+            {"days": days, "at": arrived_at},
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    after = {
+        t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+        for t in ("raw.orders", "raw.refunds")
+    }
+    added_orders = after["raw.orders"] - before["raw.orders"]
+    return Arrival(
+        days=sorted(days),
+        orders=rows_per_day * len(days),
+        resent=added_orders - rows_per_day * len(days),
+        refunds=after["raw.refunds"] - before["raw.refunds"],
+    )
