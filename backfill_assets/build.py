@@ -27,7 +27,7 @@ from backfill_assets.fingerprint import stage_fingerprints
 from backfill_assets.partition_checks import DayChecks, run_partition_checks
 from backfill_assets.plan import Plan
 from backfill_assets.publish import is_published
-from backfill_assets.warehouse import ensure_schema, quote, table_exists
+from backfill_assets.warehouse import UTC_NOW, ensure_schema, quote, table_exists
 
 STAGE = "backfill_stage"
 
@@ -129,7 +129,7 @@ def _write_evidence(
             (SELECT count(*) FROM {STAGE} AS s WHERE s.{plan.partition_column} = f.day),
             f.source_rows, f.source_max_ingested_at, f.source_fingerprint,
             $code_version, c.ok, c.c, NOT list_contains(CAST($held AS DATE[]), f.day),
-            $run_id, now()::TIMESTAMP
+            $run_id, {UTC_NOW}
         FROM backfill_stage_fingerprints AS f
         JOIN backfill_stage_checks AS c USING (day)
         """,

@@ -150,16 +150,25 @@ def append_late_rows(
             """,
             params,
         )
-        # One re-send per day: the day's first order shipped, same order time.
+        # One re-send per day: an order of that day shipped, same order time. Only an order
+        # whose every version is on that day and which has no refund, so no other day changes.
         conn.execute(
             """
             INSERT INTO raw.orders
-            SELECT order_id, customer_id, region, order_ts, amount, 'shipped', $at
-            FROM raw.orders
-            WHERE CAST(order_ts AS DATE) IN (SELECT unnest(CAST($days AS DATE[])))
-              AND status = 'placed' AND ingested_at < $at
+            WITH one_day_orders AS (
+                SELECT order_id
+                FROM raw.orders
+                GROUP BY order_id
+                HAVING count(DISTINCT CAST(order_ts AS DATE)) = 1
+                   AND max(CAST(order_ts AS DATE)) IN (SELECT unnest(CAST($days AS DATE[])))
+                   AND bool_and(status = 'placed')
+            )
+            SELECT o.order_id, o.customer_id, o.region, o.order_ts, o.amount, 'shipped', $at
+            FROM raw.orders AS o
+            JOIN one_day_orders USING (order_id)
+            WHERE NOT EXISTS (SELECT 1 FROM raw.refunds AS r WHERE r.order_id = o.order_id)
             QUALIFY row_number() OVER (
-                PARTITION BY CAST(order_ts AS DATE) ORDER BY order_id
+                PARTITION BY CAST(o.order_ts AS DATE) ORDER BY o.order_id
             ) = 1
             """,
             {"days": days, "at": arrived_at},

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import duckdb
 
 from backfill_assets.plan import Plan
-from backfill_assets.warehouse import ensure_schema, table_exists
+from backfill_assets.warehouse import UTC_NOW, ensure_schema, table_exists
 from backfill_assets.window_checks import WindowCheck, run_window_checks
 
 PROMOTE = "promote"
@@ -23,6 +23,10 @@ ROLLBACK = "rollback"
 
 class PublishError(RuntimeError):
     """A promotion or rollback that was refused; nothing changed."""
+
+    def __init__(self, message: str, gate: "Gate | None" = None) -> None:
+        super().__init__(message)
+        self.gate = gate
 
 
 @dataclass
@@ -114,8 +118,7 @@ def evaluate_gate(
         )
     gate = Gate(plan.name, version, approved_by.strip())
     ensure_schema(conn)
-    current = published_version(conn, plan)
-    if version == current and history(conn, plan):
+    if version == published_version(conn, plan):
         gate.problems.append(f"{version} is already the published version")
     gate.checks = run_window_checks(conn, plan, version)
     for check in gate.checks:
@@ -151,7 +154,8 @@ def _append(
     try:
         conn.execute(_view_sql(plan, version))
         happened_at = conn.execute(
-            "INSERT INTO backfill.promotions VALUES (?, ?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP) "
+            "INSERT INTO backfill.promotions VALUES "
+            f"(?, ?, ?, ?, ?, ?, ?, ?, {UTC_NOW}) "
             "RETURNING happened_at",
             [
                 plan.name,
@@ -184,7 +188,7 @@ def promote(
     """Publish ``version`` if the gate holds; otherwise raise ``PublishError`` with the report."""
     gate = evaluate_gate(conn, plan, version, approved_by)
     if not gate.passed:
-        raise PublishError(gate.report())
+        raise PublishError(gate.report(), gate)
     previous = published_version(conn, plan)
     evidence = {
         "window": f"{plan.spec.window.start}..{plan.spec.window.end}",

@@ -8,11 +8,14 @@ day; other names are output columns) and each measure (``rows`` counts output ro
     residual   = delta - sum(rule_<r>)
 
 The candidate reconciles when every |residual| is within the plan's tolerance. All of it is one
-SQL statement over the window; the result is one row per group and measure (a few hundred rows
-for two years by month and region), small enough to report with pandas.
+SQL statement over the window, in exact DECIMAL arithmetic, and the verdict (``unexplained``)
+is decided there; the result is one row per group and measure (a few hundred rows for two years
+by month and region), small enough to report with pandas, where figures become floats for
+display only.
 """
 
 import datetime as dt
+import decimal
 from dataclasses import dataclass
 
 import duckdb
@@ -20,6 +23,8 @@ import pandas as pd
 
 from backfill_assets.plan import ROWS, Plan
 from backfill_assets.warehouse import quote
+
+EXACT = "DECIMAL(38, 6)"  # sums of cents (and counts) stay exact across two years
 
 
 @dataclass(frozen=True)
@@ -38,7 +43,7 @@ class Reconciliation:
 
     @property
     def failing(self) -> pd.DataFrame:
-        return self.table[self.table["residual"].abs() > self.tolerance]
+        return self.table[self.table["unexplained"]]
 
     @property
     def passed(self) -> bool:
@@ -65,9 +70,9 @@ def _part(plan: Plan, label: str, relation: str, measures_are_columns: bool) -> 
     measures = plan.spec.checks.reconciliation.measures
     values = ", ".join(
         (
-            f"CAST({quote(m)} AS DOUBLE)"
+            f"CAST({quote(m)} AS {EXACT})"
             if (m != ROWS or measures_are_columns)
-            else "CAST(1 AS DOUBLE)"
+            else f"CAST(1 AS {EXACT})"
         )
         + f" AS {quote(m)}"
         for m in measures
@@ -122,11 +127,24 @@ def reconcile(
             GROUP BY ALL
         )
         SELECT *, candidate - baseline AS delta,
-               round(candidate - baseline - ({rule_sum}), 6) AS residual
+               candidate - baseline - ({rule_sum}) AS residual,
+               abs(candidate - baseline - ({rule_sum})) > $tolerance AS unexplained
         FROM wide
         ORDER BY abs(residual) DESC, abs(delta) DESC, {", ".join(by_names)}, measure
     """
-    table = conn.execute(sql, {"start": start, "end": end + dt.timedelta(days=1)}).df()
+    table = conn.execute(
+        sql,
+        {
+            "start": start,
+            "end": end + dt.timedelta(days=1),
+            "tolerance": decimal.Decimal(str(recon.tolerance)),
+        },
+    ).df()
+    figures = ["baseline", "candidate", "delta", *(f"rule_{r}" for r in rules), "residual"]
+    table[figures] = table[figures].astype(float)
+    for column in ("month", "day"):
+        if column in table:
+            table[column] = pd.to_datetime(table[column]).dt.date
     return Reconciliation(
         plan=plan.name,
         baseline=spec.baseline,

@@ -5,12 +5,18 @@ from the version's SQL and are created on first write (see ``build.py``).
 """
 
 import re
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 
 import duckdb
+from dagster_duckdb import DuckDBResource
 
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # use with fullmatch
 
 SCHEMAS = ("raw", "models", "backfill", "analytics")
+
+# The current time as a naive UTC timestamp, whatever the connection's TimeZone setting.
+UTC_NOW = "CAST(timezone('UTC', now()) AS TIMESTAMP)"
 
 # Source tables (ARCHITECTURE.md §3). Timestamps are naive UTC; a day is CAST(ts AS DATE).
 RAW_TABLES: dict[str, dict[str, str]] = {
@@ -118,6 +124,17 @@ def ensure_raw_tables(conn: duckdb.DuckDBPyConnection) -> None:
     """Create the raw source tables that do not exist yet (when loading source data)."""
     for table in RAW_TABLES:
         conn.execute(raw_table_ddl(table))
+
+
+@contextmanager
+def session(resource: DuckDBResource) -> Iterator[duckdb.DuckDBPyConnection]:
+    """``resource.get_connection()`` that also closes the connection when the block raises.
+
+    (The resource closes it only on a normal exit; a failed run would otherwise keep the file
+    open in this process until garbage collection.)
+    """
+    with resource.get_connection() as conn, closing(conn):
+        yield conn
 
 
 def open_read_only(path: str) -> duckdb.DuckDBPyConnection:

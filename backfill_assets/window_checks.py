@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
+import pandas as pd
 
 from backfill_assets.fingerprint import changed_days
 from backfill_assets.plan import ROWS, Plan
@@ -236,7 +237,8 @@ def reconciliation(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) ->
     recon = reconcile(conn, plan, candidate=version)
     failing = recon.failing
     groups = [
-        ", ".join(f"{b}={row[b]}" for b in recon.by) + f" {row['measure']}: {row['residual']:+,.2f}"
+        ", ".join(f"{b}={'NULL' if pd.isna(row[b]) else row[b]}" for b in recon.by)
+        + f" {row['measure']}: {row['residual']:+,.2f}"
         for _, row in failing.head(LISTED).iterrows()
     ]
     explained = recon.table[[f"rule_{r}" for r in recon.rules]].abs().sum() if recon.rules else {}

@@ -55,5 +55,7 @@ def fct_orders() -> Plan:
 @pytest.fixture
 def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
     """A real, SQLite-backed Dagster instance in a temporary folder."""
-    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as inst:
+    home = tmp_path / "dagster_home"
+    home.mkdir(exist_ok=True)
+    with dg.instance_for_test(temp_dir=str(home)) as inst:
         yield inst

@@ -47,19 +47,22 @@ def test_model_code_versions_come_from_the_plans(defs):
             assert node.code_version == version.code_version
 
 
-def test_partition_checks_are_blocking_and_partitioned(defs):
+def test_each_model_has_one_blocking_per_day_check(defs):
     graph = defs.resolve_asset_graph()
-    v2 = dg.AssetKey(["v2", "daily_revenue"])
-    legacy = dg.AssetKey(["legacy", "daily_revenue"])
-    names = {key.name for key in graph.get_check_keys_for_assets({v2})}
-    assert names == {"grain_is_unique", "null_rates_within_limits", "known_records_match"}
-    # Known records describe the candidate only.
-    assert {k.name for k in graph.get_check_keys_for_assets({legacy})} == {
-        "grain_is_unique",
-        "null_rates_within_limits",
-    }
-    for key in graph.get_check_keys_for_assets({v2}):
+    for path in MODELS:
+        keys = graph.get_check_keys_for_assets({dg.AssetKey(path)})
+        assert {key.name for key in keys} == {"partition_checks_passed"}, path
+        (key,) = keys
         assert graph.get(key).blocking
+    # Known records describe the candidate only, and the check says which sub-checks it runs.
+    v2 = graph.get(
+        dg.AssetCheckKey(dg.AssetKey(["v2", "daily_revenue"]), "partition_checks_passed")
+    )
+    legacy = graph.get(
+        dg.AssetCheckKey(dg.AssetKey(["legacy", "daily_revenue"]), "partition_checks_passed")
+    )
+    assert "known_records_match" in v2.description
+    assert "known_records_match" not in legacy.description
 
 
 def test_published_assets_window_checks_and_cutover_jobs_exist(defs):

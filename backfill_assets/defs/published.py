@@ -18,10 +18,10 @@ from pydantic import Field
 from backfill_assets.catalog import shipped_plans
 from backfill_assets.cutover import cutover_summary, write_summary
 from backfill_assets.plan import Plan
-from backfill_assets.publish import PublishError, ensure_view, evaluate_gate, promote, rollback
+from backfill_assets.publish import PublishError, ensure_view, promote, rollback
 from backfill_assets.report import reconciliation_markdown, reconciliation_table
 from backfill_assets.settings import reports_dir
-from backfill_assets.warehouse import open_read_only
+from backfill_assets.warehouse import UTC_NOW, open_read_only, session
 from backfill_assets.window_checks import WindowCheck, run_window_checks, window_check_names
 
 SETTLE_SECONDS = 60  # quiet time after the last write before window checks run
@@ -115,7 +115,7 @@ def build_published(plan: Plan) -> dg.Definitions:
         metadata={"view": f"analytics.{plan.name}", "downstream": ", ".join(plan.spec.downstream)},
     )
     def _published(warehouse: DuckDBResource) -> dg.MaterializeResult:
-        with warehouse.get_connection() as conn:
+        with session(warehouse) as conn:
             version = ensure_view(conn, plan)
         return dg.MaterializeResult(metadata={"published_version": version})
 
@@ -132,7 +132,7 @@ def build_published(plan: Plan) -> dg.Definitions:
         config: WindowCheckConfig,
         warehouse: DuckDBResource,
     ):
-        with warehouse.get_connection() as conn:
+        with session(warehouse) as conn:
             results = run_window_checks(conn, plan, config.version or None)
         for check in results:
             context.log.info(f"{check.name} ({check.version}): {check.summary}")
@@ -150,18 +150,20 @@ def build_published(plan: Plan) -> dg.Definitions:
     def _promote(
         context: dg.OpExecutionContext, config: PromoteConfig, warehouse: DuckDBResource
     ) -> None:
-        with warehouse.get_connection() as conn:
-            gate = evaluate_gate(conn, plan, config.version, config.approved_by)
-            for check in gate.checks:
-                context.log_event(_evaluation(key, check))
-            if not gate.passed:
-                raise dg.Failure(description=gate.report(), metadata={"problems": gate.problems})
+        refusal: PublishError | None = None
+        with session(warehouse) as conn:
             try:
                 gate, entry = promote(
-                    conn, plan, config.version, config.approved_by, config.note, context.run_id
+                    conn, plan, config.version, config.approved_by, config.note, context.run.run_id
                 )
             except PublishError as error:
-                raise dg.Failure(description=str(error)) from error
+                refusal, gate = error, error.gate
+        # The window checks the gate evaluated show up on analytics/<plan>, refused or not.
+        for check in gate.checks if gate else []:
+            context.log_event(_evaluation(key, check))
+        if refusal is not None:
+            problems = gate.problems if gate else [str(refusal)]
+            raise dg.Failure(description=str(refusal), metadata={"problems": problems})
         summary = cutover_summary(plan, gate, entry)
         path = write_summary(reports_dir(), plan, entry, summary)
         context.log.info(f"{plan.name}: published {entry.version}; cutover summary at {path}")
@@ -183,11 +185,11 @@ def build_published(plan: Plan) -> dg.Definitions:
     def _rollback(
         context: dg.OpExecutionContext, config: RollbackConfig, warehouse: DuckDBResource
     ) -> None:
-        with warehouse.get_connection() as conn:
-            try:
-                entry = rollback(conn, plan, config.by, config.reason, context.run_id)
-            except PublishError as error:
-                raise dg.Failure(description=str(error)) from error
+        try:
+            with session(warehouse) as conn:
+                entry = rollback(conn, plan, config.by, config.reason, context.run.run_id)
+        except PublishError as error:
+            raise dg.Failure(description=str(error)) from error
         context.log.info(f"{plan.name}: rolled back to {entry.version} by {entry.actor}")
         context.log_event(
             dg.AssetMaterialization(
@@ -241,7 +243,7 @@ def build_published(plan: Plan) -> dg.Definitions:
             with open_read_only(warehouse.database) as conn:
                 last, settled = conn.execute(
                     "SELECT max(written_at), "
-                    "max(written_at) < now()::TIMESTAMP - INTERVAL (?) SECOND "
+                    f"max(written_at) < {UTC_NOW} - INTERVAL (?) SECOND "
                     "FROM backfill.partition_evidence WHERE model = ?",
                     [SETTLE_SECONDS, plan.name],
                 ).fetchone()

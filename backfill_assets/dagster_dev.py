@@ -1,0 +1,302 @@
+"""Driving a real ``dagster dev`` (webserver + daemon) the way the UI does: its GraphQL API.
+
+Used by ``backfill-assets demo`` (so the UI's Backfills page shows the demo's backfills) and by
+the end-to-end tests. ``dagster dev`` runs in its own process group with SIGINT restored (it
+ignores signals inherited from a non-interactive parent); stopping sends SIGINT to the group,
+then SIGKILL after a grace period, so no process outlives the context.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from backfill_assets.settings import PROJECT_DIR
+
+LOCATION = "backfill_assets"
+REPOSITORY = "__repository__"
+FINISHED_BACKFILL = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
+FINISHED_RUN = {"SUCCESS", "FAILURE", "CANCELED"}
+
+_BACKFILL_QUERY = """
+query Backfill($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    __typename
+    ... on PartitionBackfill {
+      id status numPartitions
+      runs { id status tags { key value } }
+    }
+    ... on PythonError { message }
+    ... on BackfillNotFoundError { message }
+  }
+}
+"""
+
+
+class DagsterDevError(RuntimeError):
+    """``dagster dev`` did not start, or the API refused a request."""
+
+
+@dataclass(frozen=True)
+class BackfillState:
+    id: str
+    status: str
+    runs: list[dict]
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED_BACKFILL and all(
+            r["status"] in FINISHED_RUN for r in self.runs
+        )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _restore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+class DagsterDev:
+    """``with DagsterDev(home, warehouse) as dev:`` a running webserver + daemon on 127.0.0.1."""
+
+    def __init__(
+        self,
+        dagster_home: Path,
+        warehouse: str,
+        port: int | None = None,
+        log_file: Path | None = None,
+        startup_timeout: float = 120,
+    ) -> None:
+        self.dagster_home = Path(dagster_home)
+        self.warehouse = warehouse
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_file = log_file or self.dagster_home / "dagster_dev.log"
+        self.startup_timeout = startup_timeout
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> "DagsterDev":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self.dagster_home.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "DAGSTER_HOME": str(self.dagster_home.resolve()),
+            "BACKFILL_WAREHOUSE": self.warehouse,
+        }
+        command = [
+            sys.executable, "-m", "dagster", "dev",
+            "-w", str(PROJECT_DIR / "workspace.yaml"),
+            "-h", "127.0.0.1", "-p", str(self.port),
+        ]  # fmt: skip
+        self._log = open(self.log_file, "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            command,
+            cwd=PROJECT_DIR,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_restore_sigint,
+        )
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise DagsterDevError(
+                    f"dagster dev exited with {self.process.returncode}; see {self.log_file}"
+                )
+            if self._location_loaded():
+                return
+            time.sleep(1)
+        self.stop()
+        raise DagsterDevError(
+            f"dagster dev not ready in {self.startup_timeout}s; see {self.log_file}"
+        )
+
+    def _location_loaded(self) -> bool:
+        try:
+            data = self.graphql(
+                "{ workspaceOrError { ... on Workspace { locationEntries { name "
+                "loadStatus locationOrLoadError { __typename } } } } }"
+            )
+        except (OSError, DagsterDevError):
+            return False
+        entries = data["workspaceOrError"].get("locationEntries", [])
+        return any(
+            e["name"] == LOCATION
+            and e["loadStatus"] == "LOADED"
+            and e["locationOrLoadError"]["__typename"] == "RepositoryLocation"
+            for e in entries
+        )
+
+    def stop(self, grace: float = 20) -> None:
+        """SIGINT to the whole process group, SIGKILL to what is left after ``grace`` s."""
+        if self.process is None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGINT)
+        except ProcessLookupError:
+            pass
+        try:
+            self.process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(timeout=grace)
+        self._log.close()
+        self.process = None
+
+    def graphql(self, query: str, variables: dict | None = None) -> dict:
+        body = json.dumps({"query": query, "variables": variables or {}}).encode()
+        request = urllib.request.Request(
+            f"{self.url}/graphql", data=body, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                payload = json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            raise DagsterDevError(f"GraphQL HTTP {error.code}: {error.read()[:500]!r}") from error
+        if payload.get("errors"):
+            raise DagsterDevError(f"GraphQL errors: {payload['errors']}")
+        return payload["data"]
+
+    def launch_backfill(self, assets: list[list[str]], first: str, last: str, title: str) -> str:
+        """A partition backfill of ``assets`` for ``first``..``last``, as the UI launches it."""
+        data = self.graphql(
+            """
+            mutation Launch($params: LaunchBackfillParams!) {
+              launchPartitionBackfill(backfillParams: $params) {
+                __typename
+                ... on LaunchBackfillSuccess { backfillId }
+                ... on PythonError { message }
+                ... on InvalidStepError { invalidStepKey }
+                ... on UnauthorizedError { message }
+              }
+            }
+            """,
+            {
+                "params": {
+                    "partitionsByAssets": [
+                        {
+                            "assetKey": {"path": path},
+                            "partitions": {"range": {"start": first, "end": last}},
+                        }
+                        for path in assets
+                    ],
+                    "title": title,
+                }
+            },
+        )["launchPartitionBackfill"]
+        if data["__typename"] != "LaunchBackfillSuccess":
+            raise DagsterDevError(f"backfill not launched: {data}")
+        return data["backfillId"]
+
+    def backfill(self, backfill_id: str) -> BackfillState:
+        data = self.graphql(_BACKFILL_QUERY, {"id": backfill_id})["partitionBackfillOrError"]
+        if data["__typename"] != "PartitionBackfill":
+            raise DagsterDevError(f"backfill {backfill_id}: {data}")
+        return BackfillState(data["id"], data["status"], data["runs"])
+
+    def wait_backfill(self, backfill_id: str, timeout: float = 900) -> BackfillState:
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.backfill(backfill_id)
+            if state.finished:
+                return state
+            if time.monotonic() > deadline:
+                raise DagsterDevError(
+                    f"backfill {backfill_id} still {state.status} after {timeout}s"
+                )
+            time.sleep(2)
+
+    def cancel_backfill(self, backfill_id: str) -> None:
+        data = self.graphql(
+            """
+            mutation Cancel($id: String!) {
+              cancelPartitionBackfill(backfillId: $id) { __typename ... on PythonError { message } }
+            }
+            """,
+            {"id": backfill_id},
+        )["cancelPartitionBackfill"]
+        if data["__typename"] != "CancelBackfillSuccess":
+            raise DagsterDevError(f"backfill {backfill_id} not canceled: {data}")
+
+    def retry_backfill(self, backfill_id: str, strategy: str = "FROM_FAILURE") -> str:
+        """Re-execute a finished backfill (the UI's "Re-execute" → from failure)."""
+        data = self.graphql(
+            """
+            mutation Retry($params: ReexecutionParams!) {
+              reexecutePartitionBackfill(reexecutionParams: $params) {
+                __typename
+                ... on LaunchBackfillSuccess { backfillId }
+                ... on PythonError { message }
+              }
+            }
+            """,
+            {"params": {"parentRunId": backfill_id, "strategy": strategy}},
+        )["reexecutePartitionBackfill"]
+        if data["__typename"] != "LaunchBackfillSuccess":
+            raise DagsterDevError(f"backfill {backfill_id} not re-executed: {data}")
+        return data["backfillId"]
+
+    def launch_job(self, job_name: str, run_config: dict | None = None) -> str:
+        data = self.graphql(
+            """
+            mutation Run($params: ExecutionParams!) {
+              launchRun(executionParams: $params) {
+                __typename
+                ... on LaunchRunSuccess { run { id } }
+                ... on PythonError { message }
+                ... on RunConfigValidationInvalid { errors { message } }
+              }
+            }
+            """,
+            {
+                "params": {
+                    "selector": {
+                        "repositoryLocationName": LOCATION,
+                        "repositoryName": REPOSITORY,
+                        "jobName": job_name,
+                    },
+                    "runConfigData": run_config or {},
+                }
+            },
+        )["launchRun"]
+        if data["__typename"] != "LaunchRunSuccess":
+            raise DagsterDevError(f"{job_name} not launched: {data}")
+        return data["run"]["id"]
+
+    def run_status(self, run_id: str) -> str:
+        data = self.graphql(
+            "query R($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }", {"id": run_id}
+        )
+        return data["runOrError"]["status"]
+
+    def wait_run(self, run_id: str, timeout: float = 600) -> str:
+        deadline = time.monotonic() + timeout
+        while (status := self.run_status(run_id)) not in FINISHED_RUN:
+            if time.monotonic() > deadline:
+                raise DagsterDevError(f"run {run_id} still {status} after {timeout}s")
+            time.sleep(1)
+        return status
