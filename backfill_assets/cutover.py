@@ -4,7 +4,7 @@ from pathlib import Path
 
 from backfill_assets.plan import Plan
 from backfill_assets.publish import Gate, LogEntry
-from backfill_assets.window_checks import RECONCILES_WITH_BASELINE
+from backfill_assets.window_checks import ENRICHMENT_COVERAGE_MET, RECONCILES_WITH_BASELINE
 
 
 def cutover_summary(plan: Plan, gate: Gate, entry: LogEntry) -> str:
@@ -45,13 +45,18 @@ def cutover_summary(plan: Plan, gate: Gate, entry: LogEntry) -> str:
     if recon and recon.reconciliation is not None and rules:
         table = recon.reconciliation.table
         measures = list(dict.fromkeys(table["measure"]))
+        by = ", ".join(recon.reconciliation.by)
         lines += [
-            "| rule | what it means | " + " | ".join(f"Σ {m}" for m in measures) + " |",
+            f"Size of each rule: the sum over all groups ({by}) of the change it predicts, "
+            "in absolute value (a refund moved between two groups counts in both).",
+            "",
+            "| rule | what it means | " + " | ".join(f"Σ|Δ {m}|" for m in measures) + " |",
             "|---|---|" + "---|" * len(measures),
         ]
         for rule, description in rules.items():
             sizes = [
-                f"{table.loc[table['measure'] == m, 'rule_' + rule].sum():+,.2f}" for m in measures
+                f"{table.loc[table['measure'] == m, 'rule_' + rule].abs().sum():,.2f}"
+                for m in measures
             ]
             lines.append(f"| {rule} | {description} | " + " | ".join(sizes) + " |")
         lines += [
@@ -60,7 +65,16 @@ def cutover_summary(plan: Plan, gate: Gate, entry: LogEntry) -> str:
             f"±{recon.reconciliation.tolerance}).",
         ]
     else:
-        lines.append("None expected: rows and measures equal the baseline within tolerance.")
+        lines.append("Rows and measures equal the baseline within tolerance.")
+    enrichment = next((c for c in gate.checks if c.name == ENRICHMENT_COVERAGE_MET), None)
+    if enrichment and "rows_changed" in enrichment.figures:
+        figures = enrichment.figures
+        lines += [
+            "",
+            f"`{figures['column']}` differs from `{spec.baseline}` on {figures['rows_changed']:,} "
+            f"of {figures['rows']:,} rows ({figures['share_changed']:.2%}); it is filled on "
+            f"{figures['coverage']:.2%} of rows.",
+        ]
     lines += ["", "## Who is affected", ""]
     lines += [f"- {d}" for d in spec.downstream] or ["- no downstream consumers declared"]
     lines += [

@@ -1,29 +1,32 @@
 """``backfill-assets demo``: the whole safe-backfill story on the embedded warehouse.
 
 1. seed two years of raw orders, refunds and customers;
-2. backfill legacy and v2 of every plan through Dagster, one run per ``chunk_days`` chunk;
-3. run every plan's window checks and write its reconciliation report;
-4. promote each plan's candidate with its promotion job (recording an approval from a plan
-   approver where the plan is ``risk: high``) and print the cutover summaries;
-5. print how to open the UI on the same instance and warehouse.
+2. start ``dagster dev`` (webserver + daemon) on the project's Dagster home and launch ONE
+   partition backfill of legacy and v2 of every plan over the window, exactly as the UI does;
+   the daemon splits it into runs of ``chunk_days`` days, one writer at a time;
+3. run every plan's window-check job, then its promotion job for the candidate (with an
+   approval from a plan approver where the plan is ``risk: high``);
+4. stop ``dagster dev`` (the warehouse is read only once no run can be writing), print the
+   window checks, write the reconciliation reports, print the cutover summaries and the status,
+   and say how to open the UI, where the backfill, runs, checks and promotions are visible.
 """
 
 import time
+from pathlib import Path
 
 import dagster as dg
 import duckdb
 
 from backfill_assets import settings
 from backfill_assets.catalog import shipped_plans
+from backfill_assets.dagster_dev import DagsterDev
 from backfill_assets.definitions import defs as lazy_defs
 from backfill_assets.plan import Plan
 from backfill_assets.reconcile import reconcile
 from backfill_assets.report import verdict, write_html
-from backfill_assets.runner import run_chunks
 from backfill_assets.seed import generate
 from backfill_assets.status import status_text
-
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+from backfill_assets.window_checks import run_window_checks
 
 
 def _connect() -> duckdb.DuckDBPyConnection:
@@ -50,63 +53,61 @@ def built_summary(conn: duckdb.DuckDBPyConnection) -> list[tuple]:
     ).fetchall()
 
 
-def _print_chunk(run) -> None:
-    status = "ok" if run.success else "FAILED (see the run in the UI)"
-    print(f"      {run.first}..{run.last}  {run.seconds:5.1f}s  {status}", flush=True)
+def _backfill(dev: DagsterDev, plans: tuple[Plan, ...]) -> bool:
+    first = min(p.spec.window.start for p in plans)
+    last = max(p.spec.window.end for p in plans)
+    assets = [[v, p.name] for p in plans for v in p.version_names]
+    backfill_id = dev.launch_backfill(
+        assets, first.isoformat(), last.isoformat(), f"demo: {len(assets)} models {first}..{last}"
+    )
+    print(f"      backfill {backfill_id}: {', '.join('/'.join(a) for a in assets)}")
+    started, shown = time.perf_counter(), -1
+    while not (state := dev.backfill(backfill_id)).finished:
+        done = sum(r["status"] == "SUCCESS" for r in state.runs)
+        if done != shown:
+            elapsed = time.perf_counter() - started
+            print(
+                f"      {done} runs done, {len(state.runs)} launched ({elapsed:.0f}s)", flush=True
+            )
+            shown = done
+        time.sleep(3)
+    failed = [r for r in state.runs if r["status"] != "SUCCESS"]
+    print(
+        f"      backfill {state.status.lower()}: {len(state.runs)} runs in "
+        f"{time.perf_counter() - started:.0f}s" + (f", {len(failed)} failed" if failed else "")
+    )
+    return not failed and state.status in {"COMPLETED", "COMPLETED_SUCCESS"}
 
 
-def _window_checks(defs: dg.Definitions, instance: dg.DagsterInstance, plan: Plan) -> int:
-    """Run the plan's window-check job; write and name its reconciliation report."""
-    job = defs.resolve_job_def(f"window_checks_{plan.name}_job")
-    result = job.execute_in_process(instance=instance, run_config=QUIET, raise_on_error=False)
-    evaluations = [
-        e.asset_check_evaluation_data
-        for e in result.all_events
-        if e.event_type_value == "ASSET_CHECK_EVALUATION"
-    ]
-    print(f"      {plan.name} ({plan.spec.candidate}):")
-    for evaluation in evaluations:
-        state = "passed" if evaluation.passed else "FAILED"
-        summary = evaluation.metadata["summary"].value
-        print(f"        {evaluation.check_name:<32} {state:<7} {summary[:90]}")
-    with _connect() as conn:
-        recon = reconcile(conn, plan)
-    path = write_html(recon, settings.reports_dir() / plan.name / "reconciliation.html")
-    print(f"        reconciliation: {verdict(recon)}")
-    print(f"        report: {path}")
-    return 0 if result.success else 1
+def _run_job(dev: DagsterDev, plan: Plan, job: str, run_config: dict | None = None) -> bool:
+    status = dev.wait_run(dev.launch_job(f"{job}_{plan.name}_job", run_config))
+    print(f"      {job}_{plan.name}_job: {status.lower()}")
+    return status == "SUCCESS"
 
 
-def _promote(defs: dg.Definitions, instance: dg.DagsterInstance, plan: Plan) -> int:
-    """Promote the plan's candidate through its promotion job and print the cutover summary."""
-    approver = plan.spec.approvers[0] if plan.spec.approvers else ""
+def _promotion_config(plan: Plan) -> dict:
+    """Promote the candidate; a high-risk plan records an approval from a plan approver."""
     config = {
         "version": plan.spec.candidate,
-        "approved_by": approver if plan.spec.risk == "high" else "",
+        "approved_by": plan.spec.approvers[0] if plan.spec.risk == "high" else "",
         "note": "demo: backfilled, checked and reconciled end to end",
     }
-    job = defs.resolve_job_def(f"promote_{plan.name}_job")
-    result = job.execute_in_process(
-        instance=instance,
-        run_config={**QUIET, "ops": {f"promote_{plan.name}": {"config": config}}},
-        raise_on_error=False,
-    )
-    if not result.success:
-        failure = next((e for e in result.all_events if e.event_type_value == "STEP_FAILURE"), None)
-        reason = failure.step_failure_data.user_failure_data if failure else None
-        print(f"      {plan.name}: promotion refused:")
-        print(f"        {reason.description if reason else 'see the run in the UI'}")
-        return 1
-    materialization = next(
-        e.materialization
-        for e in result.all_events
-        if e.event_type_value == "ASSET_MATERIALIZATION"
-    )
-    print(f"      {plan.name}: published {plan.spec.candidate}; cutover summary:\n")
-    summary = materialization.metadata["cutover_summary"].value
-    print("        " + summary.replace("\n", "\n        "))
-    print(f"        (saved at {materialization.metadata['cutover_summary_file'].value})\n")
-    return 0
+    return {"ops": {f"promote_{plan.name}": {"config": config}}}
+
+
+def _report(conn: duckdb.DuckDBPyConnection, plan: Plan) -> None:
+    """Print the window checks and the cutover summary; write the reconciliation report."""
+    print(f"\n  {plan.name}: window checks of {plan.spec.candidate}")
+    for check in run_window_checks(conn, plan, plan.spec.candidate):
+        state = "passed" if check.passed else ("warning" if not check.blocking else "FAILED")
+        print(f"    {check.name:<32} {state:<7} {check.summary[:88]}")
+    recon = reconcile(conn, plan)
+    path = write_html(recon, settings.reports_dir() / plan.name / "reconciliation.html")
+    print(f"    reconciliation: {verdict(recon)}\n    report: {path}")
+    summaries = sorted((settings.reports_dir() / plan.name).glob("cutover-*.md"))
+    if summaries:
+        print(f"\n  {plan.name}: cutover summary ({summaries[-1]})\n")
+        print("    " + summaries[-1].read_text().replace("\n", "\n    "))
 
 
 def run_demo(orders_per_day: int = 200, seed: int = 42) -> int:
@@ -114,59 +115,41 @@ def run_demo(orders_per_day: int = 200, seed: int = 42) -> int:
     plans = shipped_plans()
     first = min(p.spec.window.start for p in plans)
     last = max(p.spec.window.end for p in plans)
-    print(f"warehouse:   {settings.warehouse_path()}")
-    print(f"dagster home: {settings.dagster_home()}")
+    home = Path(settings.dagster_home())
+    print(f"warehouse:    {settings.warehouse_path()}")
+    print(f"dagster home: {home}")
 
     print(f"\n[1/4] seeding {first}..{last} with {orders_per_day} orders a day (seed {seed})")
     with _connect() as conn:
         summary = generate(conn, first, last, orders_per_day, seed)
     print(f"      {summary.orders:,} order rows, {summary.refunds:,} refunds")
 
-    defs = load_definitions()
-    failed_runs = 0
-    with dg.DagsterInstance.get() as instance:
+    print("\n[2/4] starting dagster dev (webserver + daemon) on 127.0.0.1")
+    ok = True
+    with DagsterDev(home, settings.warehouse_path()) as dev:
+        print(f"      {dev.url} is up; backfilling as the UI does (Assets → Materialize → range)")
+        ok &= _backfill(dev, plans)
+        print("\n[3/4] window checks, then promotion, each a job run through the same API")
         for plan in plans:
-            window = plan.spec.window
-            print(
-                f"\n[2/4] backfilling {plan.name} {window.start}..{window.end} "
-                f"({plan.window_days} days, versions {', '.join(plan.version_names)}) "
-                f"in chunks of {plan.spec.chunk_days} days"
-            )
-            build_started = time.perf_counter()
-            runs = run_chunks(defs, instance, plan, window.start, window.end, progress=_print_chunk)
-            failed = [r for r in runs if not r.success]
-            failed_runs += len(failed)
-            print(
-                f"      {len(runs)} runs in {time.perf_counter() - build_started:.0f}s"
-                + (
-                    f", {len(failed)} failed: {[f'{r.first}..{r.last}' for r in failed]}"
-                    if failed
-                    else ""
-                )
-            )
-
-        with _connect() as conn:
-            rows = built_summary(conn)
-        print("\n      built:")
-        print(f"      {'plan':<15} {'version':<8} {'days':>5} {'rows':>10} {'failing days':>13}")
-        for model, version, days, count, failing in rows:
-            print(f"      {model:<15} {version:<8} {days:>5} {count:>10,} {failing:>13}")
-
-        print("\n[3/4] window checks and reconciliation")
+            ok &= _run_job(dev, plan, "window_checks")
         for plan in plans:
-            failed_runs += _window_checks(defs, instance, plan)
+            ok &= _run_job(dev, plan, "promote", _promotion_config(plan))
+        print("      stopping dagster dev")
 
-        print("\n[4/4] promotion")
-        for plan in plans:
-            failed_runs += _promote(defs, instance, plan)
-
+    print("\n[4/4] results")
     with _connect() as conn:
-        print("\nstatus:")
+        print(f"\n  {'plan':<15} {'version':<8} {'days':>5} {'rows':>10} {'failing days':>13}")
+        for model, version, days, count, failing in built_summary(conn):
+            print(f"  {model:<15} {version:<8} {days:>5} {count:>10,} {failing:>13}")
+        for plan in plans:
+            _report(conn, plan)
+        print("status:")
         print("  " + status_text(conn, list(plans)).replace("\n", "\n  "))
     print(f"\ndone in {time.perf_counter() - started:.0f}s")
     print(
         "\nOpen the UI on this warehouse and instance:\n"
         "  .venv/bin/backfill-assets ui        # then http://127.0.0.1:3000\n"
-        "Runs, materializations and checks of this demo are under Runs and Assets."
+        "The demo's backfill is under Overview → Backfills; its runs, the checks on every\n"
+        "asset and the promotions (materializations of analytics/*) are all there."
     )
-    return 1 if failed_runs else 0
+    return 0 if ok else 1

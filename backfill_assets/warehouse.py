@@ -5,8 +5,10 @@ from the version's SQL and are created on first write (see ``build.py``).
 """
 
 import re
+import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
+from pathlib import Path
 
 import duckdb
 from dagster_duckdb import DuckDBResource
@@ -126,14 +128,60 @@ def ensure_raw_tables(conn: duckdb.DuckDBPyConnection) -> None:
         conn.execute(raw_table_ddl(table))
 
 
+class WarehouseBusyError(RuntimeError):
+    """Another process held the warehouse file for longer than a run may wait."""
+
+
+def _lock_holder(error: duckdb.Error) -> str:
+    """'PID 123 (duckdb cli ...)' from DuckDB's lock message, as far as this machine can tell."""
+    found = re.search(r"PID (\d+)", str(error))
+    if not found:
+        return "another process"
+    pid = found.group(1)
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        command = ""
+    return f"PID {pid}" + (f" ({command[:120]})" if command else "")
+
+
+def connect_waiting(path: str, wait_seconds: float, config: dict | None = None):
+    """Open the warehouse for writing, waiting up to ``wait_seconds`` for another writer.
+
+    DuckDB lets one process write a file; a second one (an analyst's shell, a stray run) makes
+    this wait and retry. Past the wait it raises ``WarehouseBusyError`` naming the holder and
+    the fix; nothing has been written by then.
+    """
+    deadline = time.monotonic() + wait_seconds
+    pause = 0.5
+    while True:
+        try:
+            return duckdb.connect(path, config=config or {})
+        except duckdb.IOException as error:
+            if "lock" not in str(error).lower():
+                raise
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise WarehouseBusyError(
+                    f"The warehouse {path} is held by {_lock_holder(error)} and stayed locked for "
+                    f"{wait_seconds:.0f}s. Nothing was written. Fix: close that DuckDB session "
+                    "(DuckDB allows one writing process per file) or wait for it to finish, then "
+                    "re-execute this run."
+                ) from error
+            time.sleep(min(pause, remaining))
+            pause = min(pause * 2, 5.0)
+
+
 @contextmanager
 def session(resource: DuckDBResource) -> Iterator[duckdb.DuckDBPyConnection]:
-    """``resource.get_connection()`` that also closes the connection when the block raises.
+    """A write connection from the resource, closed however the block ends.
 
-    (The resource closes it only on a normal exit; a failed run would otherwise keep the file
-    open in this process until garbage collection.)
+    Waits ``lock_wait_seconds`` (a ``Warehouse`` field; 120 s for a plain ``DuckDBResource``)
+    for another writer to let go of the file.
     """
-    with resource.get_connection() as conn, closing(conn):
+    wait = getattr(resource, "lock_wait_seconds", 120)
+    conn = connect_waiting(resource.database, wait, dict(resource.connection_config))
+    with closing(conn):
         yield conn
 
 

@@ -251,7 +251,8 @@ def reconciliation(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) ->
             + "; ".join(groups[:5])
             if not recon.passed
             else f"every difference from {recon.baseline} is explained "
-            f"(total |delta| {recon.total_delta:,.2f}, residuals within ±{recon.tolerance})"
+            f"(total absolute delta {recon.total_delta:,.2f}, residuals within "
+            f"±{recon.tolerance})"
         ),
         figures={
             "groups": len(recon.table),
@@ -318,6 +319,16 @@ def enrichment(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> Win
     assert spec is not None
     column = quote(spec.column)
     pc = plan.partition_column
+    keys = ", ".join(quote(k) for k in plan.spec.unique_key)
+    changed = conn.execute(
+        f"""
+        SELECT count(*)
+        FROM {plan.model_table(version)} AS c
+        JOIN {plan.model_table(plan.spec.baseline)} AS b USING ({keys})
+        WHERE c.{pc} >= $start AND c.{pc} < $end AND c.{column} IS DISTINCT FROM b.{column}
+        """,
+        _window(plan),
+    ).fetchone()[0]
     differing, total, covered = conn.execute(
         f"""
         WITH c AS (
@@ -347,7 +358,8 @@ def enrichment(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> Win
         version,
         passed=ok,
         summary=(
-            f"{spec.column} filled on {coverage:.2%} of rows (minimum {spec.min_coverage:.2%}); "
+            f"{spec.column} filled on {coverage:.2%} of rows (minimum {spec.min_coverage:.2%}), "
+            f"changed on {changed:,} rows; "
             + (
                 f"row counts differ from {plan.spec.baseline} on {_days_list(differing)}"
                 if differing
@@ -355,6 +367,10 @@ def enrichment(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> Win
             )
         ),
         figures={
+            "column": spec.column,
+            "rows": int(total),
+            "rows_changed": int(changed),
+            "share_changed": round(changed / total, 6) if total else 0.0,
             "coverage": round(coverage, 6),
             "min_coverage": spec.min_coverage,
             "days_with_different_row_counts": len(differing),

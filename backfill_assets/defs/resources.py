@@ -2,8 +2,18 @@
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
+from pydantic import Field
 
 from backfill_assets.settings import warehouse_path
+
+
+class Warehouse(DuckDBResource):
+    """The DuckDB warehouse; a writer waits a bounded time for the file's single-writer lock."""
+
+    lock_wait_seconds: int = Field(
+        default=120,
+        description="How long a run waits for another process to release the warehouse file.",
+    )
 
 
 @dg.definitions
@@ -11,6 +21,6 @@ def defs() -> dg.Definitions:
     # In-process: one DuckDB connection per run, no per-step process start (the pool in the
     # shipped dagster.yaml serializes runs, not the steps inside one).
     return dg.Definitions(
-        resources={"warehouse": DuckDBResource(database=warehouse_path())},
+        resources={"warehouse": Warehouse(database=warehouse_path())},
         executor=dg.in_process_executor,
     )

@@ -1,0 +1,329 @@
+"""Benchmark: the project against DuckDB's own speed, at the scale real teams have.
+
+    .venv/bin/python benchmarks/bench.py            # 730 days x 20,000 orders a day
+    .venv/bin/python benchmarks/bench.py --quick    # 60 days x 1,000 orders a day (CI)
+
+Every figure is measured in the same run as the reference (one hand-written DuckDB statement
+for the v2 daily_revenue window) and printed as a ratio to it, because machines here are shared
+and noisy. ``--out`` writes the table as Markdown (docs/benchmarks.md holds the last full run).
+"""
+
+import argparse
+import datetime as dt
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+
+from backfill_assets.build import STAGE, build_window
+from backfill_assets.catalog import shipped_plans
+from backfill_assets.dagster_dev import DagsterDev
+from backfill_assets.late import find_repairs
+from backfill_assets.partitions import chunks
+from backfill_assets.plan import Plan
+from backfill_assets.seed import generate
+from backfill_assets.window_checks import run_window_checks
+
+ROOT = Path(__file__).resolve().parents[1]
+
+REFERENCE = """
+CREATE OR REPLACE TABLE main.reference AS
+WITH latest AS (
+    SELECT * FROM raw.orders
+    QUALIFY row_number() OVER (
+        PARTITION BY order_id ORDER BY ingested_at DESC, order_ts DESC, amount, status
+    ) = 1
+),
+kept AS (SELECT * FROM latest WHERE status NOT IN ('cancelled', 'test')),
+o AS (
+    SELECT CAST(order_ts AS DATE) AS d, region, count(*) AS n, sum(amount) AS g
+    FROM kept WHERE order_ts >= $start AND order_ts < $end GROUP BY ALL
+),
+r AS (
+    SELECT CAST(f.refund_ts AS DATE) AS d, k.region, sum(f.amount) AS x
+    FROM raw.refunds AS f JOIN kept AS k USING (order_id)
+    WHERE f.refund_ts >= $start AND f.refund_ts < $end GROUP BY ALL
+)
+SELECT coalesce(o.d, r.d) AS order_date, coalesce(o.region, r.region) AS region,
+       CAST(coalesce(n, 0) AS BIGINT) AS orders,
+       CAST(coalesce(g, 0) AS DECIMAL(18, 2)) AS gross_revenue,
+       CAST(coalesce(x, 0) AS DECIMAL(18, 2)) AS refunds,
+       CAST(coalesce(g, 0) - coalesce(x, 0) AS DECIMAL(18, 2)) AS net_revenue
+FROM o FULL JOIN r ON o.d = r.d AND o.region IS NOT DISTINCT FROM r.region
+"""
+
+CHECKSUM = "SELECT md5(string_agg(CAST(t AS VARCHAR), '|' ORDER BY ALL)) FROM {table} AS t"
+
+
+def timed(fn, *args, **kwargs):
+    started = time.perf_counter()
+    value = fn(*args, **kwargs)
+    return time.perf_counter() - started, value
+
+
+def _model_sql_seconds(conn, plan: Plan, version: str, first: dt.date, last: dt.date) -> float:
+    """Summed time of the version's statement, chunk by chunk, as the project runs it."""
+    total = 0.0
+    sql = plan.version_sql(version)
+    for a, b in chunks(first, last, plan.spec.chunk_days):
+        params = {"start": a, "end": b + dt.timedelta(days=1)}
+        started = time.perf_counter()
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE {STAGE} AS SELECT * FROM ({sql})", params)
+        total += time.perf_counter() - started
+    conn.execute(f"DROP TABLE IF EXISTS {STAGE}")
+    return total
+
+
+def _build_all(conn, plan: Plan, version: str, first: dt.date, last: dt.date) -> float:
+    """Summed time of full chunk builds (statement, fingerprints, checks, atomic write)."""
+    total = 0.0
+    for a, b in chunks(first, last, plan.spec.chunk_days):
+        seconds, _ = timed(build_window, conn, plan, version, a, b + dt.timedelta(days=1), "bench")
+        total += seconds
+    return total
+
+
+def _peak_rss_of_chunk_build(warehouse: Path, first: dt.date, days: int) -> float:
+    """Peak RSS (MB) of a fresh process building one chunk of v2 daily_revenue."""
+    code = (
+        "import datetime as dt, duckdb, sys\n"
+        "from backfill_assets.build import build_window\n"
+        "from backfill_assets.catalog import plan_named\n"
+        f"c = duckdb.connect({str(warehouse)!r})\n"
+        f"first = dt.date.fromisoformat({first.isoformat()!r})\n"
+        "p = plan_named('daily_revenue')\n"
+        f"build_window(c, p, 'v2', first, first + dt.timedelta(days={days}), 'rss')\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+    _, status, usage = os.wait4(process.pid, 0)
+    if status != 0:
+        raise RuntimeError(f"chunk build process failed with status {status}")
+    return usage.ru_maxrss / 1024
+
+
+def _process_group_peak_rss(pgid: int, peaks: dict[int, float]) -> None:
+    """Record VmHWM of every live process of a group (run workers come and go)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry.name)) != pgid:
+                continue
+            status = (entry / "status").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ProcessLookupError):
+            continue
+        if "execute_run" not in cmdline:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                pid, mb = int(entry.name), int(line.split()[1]) / 1024
+                peaks[pid] = max(peaks.get(pid, 0.0), mb)
+
+
+def _end_to_end(workdir: Path, warehouse: Path, plans, first: dt.date, last: dt.date) -> dict:
+    """The UI's path: one backfill of both versions of both plans, window checks, promotion."""
+    home = workdir / "dagster_home"
+    home.mkdir(exist_ok=True)
+    shutil.copy(ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    figures: dict = {}
+    peaks: dict[int, float] = {}
+    with DagsterDev(home, str(warehouse)) as dev:
+        started = time.perf_counter()
+        assets = [[v, p.name] for p in plans for v in p.version_names]
+        backfill_id = dev.launch_backfill(assets, first.isoformat(), last.isoformat(), "bench")
+        while not (state := dev.backfill(backfill_id)).finished:
+            _process_group_peak_rss(dev.process.pid, peaks)
+            time.sleep(0.5)
+        figures["backfill_s"] = time.perf_counter() - started
+        figures["runs"] = len(state.runs)
+        figures["backfill_status"] = state.status
+        check_started = time.perf_counter()
+        for plan in plans:
+            dev.wait_run(dev.launch_job(f"window_checks_{plan.name}_job"))
+        figures["window_check_jobs_s"] = time.perf_counter() - check_started
+        promote_started = time.perf_counter()
+        outcomes = []
+        for plan in plans:
+            config = {
+                "version": plan.spec.candidate,
+                "approved_by": plan.spec.approvers[0] if plan.spec.risk == "high" else "",
+                "note": "benchmark",
+            }
+            run = dev.launch_job(
+                f"promote_{plan.name}_job", {"ops": {f"promote_{plan.name}": {"config": config}}}
+            )
+            outcomes.append(dev.wait_run(run))
+        figures["promotion_s"] = time.perf_counter() - promote_started
+        figures["promotions"] = outcomes
+        figures["total_s"] = time.perf_counter() - started
+        runs = dev.graphql(
+            """
+            query Runs($ids: [String!]) {
+              runsOrError(filter: {runIds: $ids}) { ... on Runs { results { startTime endTime } } }
+            }
+            """,
+            {"ids": [r["id"] for r in state.runs]},
+        )["runsOrError"]["results"]
+        durations = [r["endTime"] - r["startTime"] for r in runs if r["endTime"]]
+        figures["mean_run_s"] = sum(durations) / max(len(durations), 1)
+    figures["peak_run_rss_mb"] = max(peaks.values(), default=0.0)
+    return figures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="60 days x 1,000 orders a day")
+    parser.add_argument("--days", type=int)
+    parser.add_argument("--orders-per-day", type=int)
+    parser.add_argument("--skip-dagster", action="store_true", help="skip the end-to-end run")
+    parser.add_argument("--out", type=Path, help="write the results as Markdown here")
+    args = parser.parse_args()
+    days = args.days or (60 if args.quick else 730)
+    per_day = args.orders_per_day or (1_000 if args.quick else 20_000)
+    first = dt.date(2024, 1, 1)
+    last = first + dt.timedelta(days=days - 1)
+    plans = [p.with_window(first, last) for p in shipped_plans()]
+    revenue = next(p for p in plans if p.name == "daily_revenue")
+    workdir = Path(tempfile.mkdtemp(prefix="backfill-bench-"))
+    warehouse = workdir / "warehouse.duckdb"
+    rows: list[tuple[str, str, str]] = []
+    print(f"{days} days x {per_day:,} orders a day in {workdir}", flush=True)
+
+    try:
+        conn = duckdb.connect(str(warehouse))
+        seconds, summary = timed(generate, conn, first, last, per_day, 42)
+        sizes = f"{summary.orders:,} order rows, {summary.refunds:,} refunds"
+        rows.append(("generate data set", f"{seconds:.1f} s", sizes))
+        print(rows[-1], flush=True)
+
+        window = {"start": first, "end": last + dt.timedelta(days=1)}
+        reference, _ = timed(conn.execute, REFERENCE, window)
+        rows.append(("reference: v2 daily_revenue, one statement", f"{reference:.2f} s", "1.00 x"))
+        print(rows[-1], flush=True)
+
+        sql_only = _model_sql_seconds(conn, revenue, "v2", first, last)
+        rows.append(
+            ("chunked build, v2 SQL only", f"{sql_only:.2f} s", f"{sql_only / reference:.2f} x ref")
+        )
+        built = _build_all(conn, revenue, "v2", first, last)
+        rows.append(
+            (
+                "chunked build, v2 full (SQL, fingerprints, checks, write)",
+                f"{built:.2f} s",
+                f"{built / reference:.2f} x ref",
+            )
+        )
+        same = (
+            conn.execute(CHECKSUM.format(table="main.reference")).fetchone()[0]
+            == conn.execute(CHECKSUM.format(table=revenue.model_table("v2"))).fetchone()[0]
+        )
+        rows.append(("project v2 output equals the reference", "yes" if same else "NO", ""))
+        print(*rows[-3:], sep="\n", flush=True)
+
+        middle = first + dt.timedelta(days=days // 2)
+        next_day = middle + dt.timedelta(days=1)
+        repair, _ = timed(build_window, conn, revenue, "v2", middle, next_day, "bench")
+        rows.append(
+            ("one-day repair (full build)", f"{repair:.3f} s", f"{repair / reference:.3f} x ref")
+        )
+        print(rows[-1], flush=True)
+
+        all_builds = built
+        for plan in plans:
+            for version in plan.version_names:
+                if (plan.name, version) != ("daily_revenue", "v2"):
+                    all_builds += _build_all(conn, plan, version, first, last)
+        checks = 0.0
+        verdicts = []
+        for plan in plans:
+            seconds, results = timed(run_window_checks, conn, plan)
+            checks += seconds
+            verdicts += [r for r in results if r.blocking and not r.passed]
+        rows.append(
+            (
+                "chunked build, all 4 models (full)",
+                f"{all_builds:.2f} s",
+                f"{all_builds / reference:.2f} x ref",
+            )
+        )
+        rows.append(
+            (
+                "window checks, both plans",
+                f"{checks:.2f} s",
+                f"{checks / all_builds:.2f} x the chunked build of all 4 models",
+            )
+        )
+        if verdicts:
+            names = "; ".join(v.name for v in verdicts)
+            rows.append(("blocking window checks failing", str(len(verdicts)), names))
+        tick, scan = timed(find_repairs, conn, plans)
+        rows.append(
+            (
+                "sensor tick (both plans, whole window)",
+                f"{tick:.2f} s",
+                f"{len(scan.repairs)} changed",
+            )
+        )
+        print(*rows[-3:], sep="\n", flush=True)
+        conn.close()
+
+        half = first + dt.timedelta(days=days // 4)
+        late = first + dt.timedelta(days=(3 * days) // 4)
+        rss_early = _peak_rss_of_chunk_build(warehouse, half, revenue.spec.chunk_days)
+        rss_late = _peak_rss_of_chunk_build(warehouse, late, revenue.spec.chunk_days)
+        rows.append(
+            ("peak RSS, one chunk build (first half of history)", f"{rss_early:.0f} MB", "")
+        )
+        rows.append(
+            ("peak RSS, one chunk build (second half of history)", f"{rss_late:.0f} MB", "")
+        )
+        print(*rows[-2:], sep="\n", flush=True)
+
+        if not args.skip_dagster:
+            e2e = _end_to_end(workdir, warehouse, plans, first, last)
+            detail = (
+                f"{e2e['total_s'] / reference:.1f} x ref; backfill {e2e['backfill_s']:.0f} s in "
+                f"{e2e['runs']} runs ({e2e['backfill_status']}), window-check jobs "
+                f"{e2e['window_check_jobs_s']:.0f} s, promotion jobs {e2e['promotion_s']:.0f} s "
+                f"({', '.join(e2e['promotions'])})"
+            )
+            rows.append(("end to end through Dagster", f"{e2e['total_s']:.0f} s", detail))
+            overhead = (e2e["backfill_s"] - all_builds) / max(e2e["runs"], 1)
+            mean_run = f"mean run {e2e['mean_run_s']:.1f} s"
+            rows.append(("orchestration overhead per run", f"{overhead:.1f} s", mean_run))
+            peak = f"{e2e['peak_run_rss_mb']:.0f} MB"
+            rows.append(("peak RSS of the largest run process", peak, ""))
+            print(*rows[-3:], sep="\n", flush=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    width = max(len(r[0]) for r in rows)
+    print()
+    for name, value, note in rows:
+        print(f"{name:<{width}}  {value:>10}  {note}")
+    if args.out:
+        machine = (
+            f"{platform.machine()}, {os.cpu_count()} cores, "
+            f"Python {platform.python_version()}, DuckDB {duckdb.__version__}"
+        )
+        lines = [
+            f"Command: `.venv/bin/python benchmarks/bench.py{' --quick' if args.quick else ''}`",
+            f"Size: {days} days x {per_day:,} orders a day. Machine: {machine}.",
+            "",
+            "| figure | value | ratio / note |",
+            "|---|---|---|",
+            *(f"| {n} | {v} | {note} |" for n, v, note in rows),
+        ]
+        args.out.write_text("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
