@@ -5,6 +5,13 @@ set-based statement per plan, see ``fingerprint.changed_days``) and returns one 
 and day, naming every built version of that day: versions of a day are repaired together, so
 the reconciliation between them stays consistent. The run key carries the new fingerprint, so a
 change is repaired once, and a further change of the same day is repaired again.
+
+That exact scan reads every source row of the window (seconds at tens of millions of rows), so
+a sensor first takes ``source_probes``: per source table its row count and newest
+``ingested_at`` (a hash sum where there is no ``ingested_at``), milliseconds at any size. Only a
+plan whose sources' probes moved is scanned. Sources are append-only by contract (a change is a
+new row with a later ``ingested_at``); an edit in place that keeps both the count and the newest
+``ingested_at`` is found by the periodic full scan.
 """
 
 import datetime as dt
@@ -14,6 +21,7 @@ import duckdb
 
 from backfill_assets.fingerprint import changed_days
 from backfill_assets.plan import Plan
+from backfill_assets.warehouse import RAW_TABLES, qualified
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,21 @@ class RepairScan:
         if ignored:
             parts.append(f"{ignored} built day(s) outside the plan windows ignored")
         return "; ".join(parts)
+
+
+def source_probes(conn: duckdb.DuckDBPyConnection, tables: list[str]) -> dict[str, str]:
+    """A cheap digest of each source table, to tell whether it changed since the last look."""
+    probes = {}
+    for table in sorted(set(tables)):
+        schema, name = table.split(".")
+        relation = qualified(schema, name)
+        if "ingested_at" in RAW_TABLES[table]:
+            sql = f"SELECT count(*), max(ingested_at) FROM {relation}"
+        else:
+            sql = f"SELECT count(*), sum(CAST(hash(t) AS HUGEINT)) FROM {relation} AS t"
+        count, marker = conn.execute(sql).fetchone()
+        probes[table] = f"{count}:{marker}"
+    return probes
 
 
 def find_repairs(conn: duckdb.DuckDBPyConnection, plans: list[Plan]) -> RepairScan:

@@ -278,10 +278,16 @@ def test_sensor_requests_each_late_day_once_per_change_for_every_built_version(w
     assert len(first_keys) == len(first)
     assert set(json.loads(cursor)["requested"]) == first_keys
 
-    # Nothing new: the same changes are not requested again.
+    # Nothing new: the sources did not move, so nothing is scanned or requested again.
     again, cursor_after_skip = tick(defs, instance, cursor=cursor)
     assert isinstance(again, dg.SkipReason)
-    assert f"{len(first)} already requested" in again.skip_message
+    assert again.skip_message == "no source table changed since the last scan"
+    # A full scan of the same state finds the same changes and still does not repeat them.
+    full_policy = {**defs.resources, "late_data": LateDataPolicy(full_scan_minutes=1)}
+    stale_cursor = json.dumps({**json.loads(cursor), "full_scan_at": 0})
+    rescan, _ = tick(defs, instance, cursor=stale_cursor, resources=full_policy)
+    assert isinstance(rescan, dg.SkipReason)
+    assert f"{len(first)} already requested" in rescan.skip_message
 
     # A further late row on one of the days: that day again, under a new key, and only that day.
     with connect(warehouse) as conn:
@@ -384,8 +390,8 @@ def test_at_most_max_repairs_per_tick_oldest_first_and_the_rest_wait(warehouse, 
 
     done, cursor = tick(defs, instance, cursor=cursor, resources=resources)
     assert isinstance(done, dg.SkipReason)
-    assert f"{pairs} already requested" in done.skip_message
-    assert "wait" not in done.skip_message
+    # Nothing waits any more and the sources did not move: the tick does not even scan.
+    assert done.skip_message == "no source table changed since the last scan"
 
     # Positive control: the default policy requests all of them in one tick.
     everything, _ = tick(defs, instance)
@@ -418,11 +424,10 @@ def test_running_the_requested_repairs_matches_a_full_rebuild(warehouse, instanc
         assert result.success, request.run_key
         assert instance.get_run_by_id(result.run_id).tags[REPAIR_TAG] == "late_data"
 
-    # Nothing left to repair, with or without the cursor.
-    for previous in (cursor, None):
-        after, _ = tick(defs, instance, cursor=previous)
-        assert isinstance(after, dg.SkipReason)
-        assert after.skip_message.startswith("0 day(s) changed")
+    # Nothing left to repair: a full scan (no cursor) finds no changed day.
+    after, _ = tick(defs, instance, cursor=None)
+    assert isinstance(after, dg.SkipReason)
+    assert after.skip_message.startswith("0 day(s) changed")
 
     with connect(warehouse) as conn:
         for request in requests:
@@ -702,3 +707,32 @@ def test_append_late_rows_changes_only_the_days_it_names(warehouse):
         append_late_rows(conn, [day], rows_per_day=3, arrived_at=ARRIVED)
         scan = find_repairs(conn, list(shipped_plans()))
     assert {r.day for r in scan.repairs} == {day}
+
+
+def test_an_edit_in_place_is_found_by_the_periodic_full_scan_not_by_the_probes(warehouse, instance):
+    """Probes see new rows; an UPDATE that keeps count and newest ingested_at needs a full scan."""
+    defs = load_defs(warehouse)
+    quiet, cursor = tick(defs, instance)  # first tick: full scan, nothing changed yet
+    assert isinstance(quiet, dg.SkipReason)
+    day = dt.date(2024, 2, 20)
+    with connect(warehouse) as conn:
+        (order_id,) = conn.execute(
+            "SELECT min(order_id) FROM raw.orders WHERE CAST(order_ts AS DATE) = ?", [day]
+        ).fetchone()
+        conn.execute("UPDATE raw.orders SET amount = amount + 1 WHERE order_id = ?", [order_id])
+
+    missed, cursor = tick(defs, instance, cursor=cursor)
+    assert isinstance(missed, dg.SkipReason)
+    assert missed.skip_message == "no source table changed since the last scan"
+
+    due = json.dumps({**json.loads(cursor), "full_scan_at": 0})
+    policy = {**defs.resources, "late_data": LateDataPolicy(full_scan_minutes=1)}
+    found, _ = tick(defs, instance, cursor=due, resources=policy)
+    assert isinstance(found, list)
+    with connect(warehouse) as conn:
+        order_days = conn.execute(
+            "SELECT DISTINCT CAST(order_ts AS DATE) FROM raw.orders WHERE order_id = ?",
+            [order_id],
+        ).fetchall()
+    # Exactly the days of the edited order are repaired, for both plans.
+    assert {plan_day(r) for r in found} == {(p, d) for p in PLAN_NAMES for (d,) in order_days}

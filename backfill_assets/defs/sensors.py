@@ -1,9 +1,11 @@
 """Sensors: repair days whose sources changed; re-check windows after their days are rewritten.
 
-``late_data_sensor`` looks at every built day of every plan in one statement per plan and asks
-for one run per changed (plan, day), rebuilding every built version of that day together. The
-run key carries the new fingerprint, so the daemon launches each change once. At most
-``max_repairs_per_tick`` new requests go out per tick, oldest day first; the rest wait.
+``late_data_sensor`` probes every source table (milliseconds), and for each plan whose sources
+moved compares every built day with its sources in one statement, asking for one run per
+changed (plan, day) that rebuilds every built version of that day together. The run key carries
+the new fingerprint, so the daemon launches each change once. At most ``max_repairs_per_tick``
+new requests go out per tick, oldest day first; the rest wait for the next tick. A full scan of
+every plan runs at least every ``full_scan_minutes``.
 
 ``window_checks_<plan>_sensor`` (in ``published.py``) re-runs a plan's window checks once its
 evidence has settled after any write, so a repaired month never keeps a stale green.
@@ -13,6 +15,7 @@ tick when a writer holds the file.
 """
 
 import json
+import time
 
 import dagster as dg
 import duckdb
@@ -21,7 +24,8 @@ from pydantic import Field
 
 from backfill_assets.catalog import shipped_plans
 from backfill_assets.defs.models import model_key
-from backfill_assets.late import find_repairs
+from backfill_assets.late import find_repairs, source_probes
+from backfill_assets.plan import Plan
 from backfill_assets.warehouse import open_read_only
 
 REPAIR_TAG = "backfill_assets/repair"
@@ -29,17 +33,35 @@ REMEMBERED_KEYS = 1000
 
 
 class LateDataPolicy(dg.ConfigurableResource):
-    """How much repair work one sensor tick may start."""
+    """How much work one late-data sensor tick may do."""
 
     max_repairs_per_tick: int = Field(
         default=20, ge=1, description="New repair runs requested per tick at most."
     )
+    full_scan_minutes: int = Field(
+        default=60,
+        ge=1,
+        description="Compare every built day with its sources at least this often, even when "
+        "the cheap per-table probes say nothing changed.",
+    )
+
+
+def plans_to_scan(
+    plans: list[Plan], probes: dict[str, str], cursor: dict, full_scan_due: bool
+) -> list[Plan]:
+    """The plans whose sources moved since the last scan (all of them when a full scan is due
+    or repairs are still waiting)."""
+    if full_scan_due or cursor.get("waiting") or "probes" not in cursor:
+        return plans
+    before = cursor["probes"]
+    return [p for p in plans if any(probes[t] != before.get(t) for t in p.spec.sources)]
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
     plans = list(shipped_plans())
     by_name = {plan.name: plan for plan in plans}
+    sources = sorted({table for plan in plans for table in plan.spec.sources})
     models = [model_key(p, v) for p in plans for v in p.version_names]
 
     @dg.sensor(
@@ -57,12 +79,18 @@ def defs() -> dg.Definitions:
         warehouse: DuckDBResource,
         late_data: LateDataPolicy,
     ):
+        cursor = json.loads(context.cursor) if context.cursor else {}
+        now = time.time()
+        full_scan_due = now - cursor.get("full_scan_at", 0) >= 60 * late_data.full_scan_minutes
         try:
             with open_read_only(warehouse.database) as conn:
-                scan = find_repairs(conn, plans)
+                probes = source_probes(conn, sources)
+                scanned = plans_to_scan(plans, probes, cursor, full_scan_due)
+                scan = find_repairs(conn, scanned) if scanned else None
         except duckdb.Error as error:
             return dg.SkipReason(f"warehouse not readable now, trying next tick: {error}")
-        cursor = json.loads(context.cursor) if context.cursor else {}
+        if scan is None:
+            return dg.SkipReason("no source table changed since the last scan")
         requested = set(cursor.get("requested", []))
         new = [r for r in scan.repairs if r.run_key not in requested]
         chosen = new[: late_data.max_repairs_per_tick]
@@ -71,8 +99,13 @@ def defs() -> dg.Definitions:
         context.update_cursor(
             json.dumps(
                 {
-                    "seen": seen,
+                    "seen": f"scanned {', '.join(p.name for p in scanned)}: {seen}",
                     "requested": remembered[-REMEMBERED_KEYS:],
+                    "waiting": len(new) - len(chosen),
+                    "probes": probes,
+                    "full_scan_at": now
+                    if len(scanned) == len(plans)
+                    else cursor.get("full_scan_at", 0),
                 }
             )
         )
