@@ -1,7 +1,7 @@
 """Benchmark: the project against DuckDB's own speed, at the scale real teams have.
 
-    .venv/bin/python benchmarks/bench.py            # 730 days x 20,000 orders a day
-    .venv/bin/python benchmarks/bench.py --quick    # 60 days x 1,000 orders a day (CI)
+    .venv/bin/python benchmarks/bench.py            # 731 days x 20,000 orders a day
+    .venv/bin/python benchmarks/bench.py --quick    # 70 days x 1,000 orders a day (CI)
 
 Every figure is measured in the same run as the reference (one hand-written DuckDB statement
 for the v2 daily_revenue window) and printed as a ratio to it, because machines here are shared
@@ -24,7 +24,7 @@ import duckdb
 from backfill_assets.build import STAGE, build_window
 from backfill_assets.catalog import shipped_plans
 from backfill_assets.dagster_dev import DagsterDev
-from backfill_assets.late import find_repairs
+from backfill_assets.late import find_repairs, source_probes
 from backfill_assets.partitions import chunks
 from backfill_assets.plan import Plan
 from backfill_assets.seed import generate
@@ -126,24 +126,21 @@ def _vm_hwm_mb(pid: int) -> float:
     return 0.0
 
 
-def _process_group_peak_rss(pgid: int, peaks: dict[int, float]) -> None:
-    """Record VmHWM of every live process of a group (run workers come and go)."""
+def _run_workers_peak_rss(dagster_home: Path, peaks: dict[int, float]) -> None:
+    """Record VmHWM of every live run worker of this Dagster home (they come and go)."""
+    marker = f"DAGSTER_HOME={dagster_home.resolve()}".encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            if os.getpgid(int(entry.name)) != pgid:
-                continue
-            status = (entry / "status").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except (OSError, ProcessLookupError):
+            cmdline = (entry / "cmdline").read_bytes()
+            environ = (entry / "environ").read_bytes()
+        except OSError:
             continue
-        if "execute_run" not in cmdline:
+        if b"execute_run" not in cmdline or marker not in environ:
             continue
-        for line in status.splitlines():
-            if line.startswith("VmHWM:"):
-                pid, mb = int(entry.name), int(line.split()[1]) / 1024
-                peaks[pid] = max(peaks.get(pid, 0.0), mb)
+        pid = int(entry.name)
+        peaks[pid] = max(peaks.get(pid, 0.0), _vm_hwm_mb(pid))
 
 
 def _end_to_end(workdir: Path, warehouse: Path, plans, first: dt.date, last: dt.date) -> dict:
@@ -158,7 +155,7 @@ def _end_to_end(workdir: Path, warehouse: Path, plans, first: dt.date, last: dt.
         assets = [[v, p.name] for p in plans for v in p.version_names]
         backfill_id = dev.launch_backfill(assets, first.isoformat(), last.isoformat(), "bench")
         while not (state := dev.backfill(backfill_id)).finished:
-            _process_group_peak_rss(dev.process.pid, peaks)
+            _run_workers_peak_rss(home, peaks)
             time.sleep(0.5)
         figures["backfill_s"] = time.perf_counter() - started
         figures["runs"] = len(state.runs)
@@ -198,13 +195,16 @@ def _end_to_end(workdir: Path, warehouse: Path, plans, first: dt.date, last: dt.
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="60 days x 1,000 orders a day")
+    parser.add_argument("--quick", action="store_true", help="70 days x 1,000 orders a day")
     parser.add_argument("--days", type=int)
     parser.add_argument("--orders-per-day", type=int)
     parser.add_argument("--skip-dagster", action="store_true", help="skip the end-to-end run")
     parser.add_argument("--out", type=Path, help="write the results as Markdown here")
     args = parser.parse_args()
-    days = args.days or (60 if args.quick else 730)
+    # Full size: the shipped plans' window (2024-01-01..2025-12-31, 731 days), so the promotion
+    # gate can pass. Quick: 70 days, which still cover the pilot rows the known records need;
+    # promotion is then refused (the window is incomplete), which the quick run reports.
+    days = args.days or (70 if args.quick else 731)
     per_day = args.orders_per_day or (1_000 if args.quick else 20_000)
     first = dt.date(2024, 1, 1)
     last = first + dt.timedelta(days=days - 1)
@@ -281,12 +281,15 @@ def main() -> int:
         if verdicts:
             names = "; ".join(v.name for v in verdicts)
             rows.append(("blocking window checks failing", str(len(verdicts)), names))
+        tables = sorted({t for p in plans for t in p.spec.sources})
+        probe, _ = timed(source_probes, conn, tables)
+        rows.append(("sensor tick: probes of every source table", f"{probe:.3f} s", "every tick"))
         tick, scan = timed(find_repairs, conn, plans)
         rows.append(
             (
-                "sensor tick (both plans, whole window)",
+                "sensor tick: exact scan of both plans, whole window",
                 f"{tick:.2f} s",
-                f"{len(scan.repairs)} changed",
+                f"{len(scan.repairs)} changed; runs when sources moved, and every 60 min",
             )
         )
         print(*rows[-3:], sep="\n", flush=True)
