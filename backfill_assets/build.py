@@ -19,6 +19,7 @@ same window again leaves identical content.
 
 import datetime as dt
 import json
+import time
 from dataclasses import dataclass
 
 import duckdb
@@ -27,7 +28,14 @@ from backfill_assets.fingerprint import stage_fingerprints
 from backfill_assets.partition_checks import DayChecks, run_partition_checks
 from backfill_assets.plan import Plan
 from backfill_assets.publish import is_published
-from backfill_assets.warehouse import UTC_NOW, ensure_schema, quote, table_exists
+from backfill_assets.warehouse import (
+    RAW_TABLES,
+    UTC_NOW,
+    ensure_schema,
+    quote,
+    table_exists,
+    transaction,
+)
 
 STAGE = "backfill_stage"
 
@@ -54,6 +62,35 @@ class BuildResult:
     @property
     def failing_days(self) -> list[DayChecks]:
         return [day for day in self.days if not day.passed]
+
+
+def check_sources(conn: duckdb.DuckDBPyConnection, plan: Plan) -> None:
+    """Refuse sources that would build wrong history quietly: a missing table or column, or a
+    column of another type. (Empty required values are a window check, ``sources_are_valid``:
+    scanning every source row for them costs more than a one-day repair.)"""
+    for table in plan.spec.sources:
+        schema, name = table.split(".")
+        if not table_exists(conn, schema, name):
+            raise BuildError(
+                f"{plan.name}: source table {table} does not exist. Fix: seed or load it "
+                "(backfill-assets seed / load)."
+            )
+        actual = {
+            row[0]: row[1]
+            for row in conn.execute(f"DESCRIBE {quote(schema)}.{quote(name)}").fetchall()
+        }
+        for column, expected in RAW_TABLES[table].items():
+            if column not in actual:
+                raise BuildError(
+                    f"{plan.name}: source {table} has no column {column} ({expected}); it has "
+                    f"{list(actual)}. Fix: reload it with backfill-assets load, which checks files."
+                )
+            if actual[column] != expected:
+                raise BuildError(
+                    f"{plan.name}: source column {table}.{column} is {actual[column]}, expected "
+                    f"{expected}. Fix: reload it with backfill-assets load, which converts and "
+                    "checks every value."
+                )
 
 
 def _stage(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str, start, end) -> None:
@@ -109,8 +146,13 @@ def _write_evidence(
     days: list[DayChecks],
     held: list[dt.date],
     run_id: str,
+    build_seconds: float,
 ) -> None:
-    """Replace the window's evidence rows (called inside the write transaction)."""
+    """Replace the window's evidence rows (called inside the write transaction).
+
+    ``build_seconds`` is the window's time to stage, fingerprint and check, spread evenly over
+    its days: what preflight's ETA is made of.
+    """
     conn.execute(
         "DELETE FROM backfill.partition_evidence "
         "WHERE model = $model AND version = $version AND day >= $start AND day < $end",
@@ -129,7 +171,7 @@ def _write_evidence(
             (SELECT count(*) FROM {STAGE} AS s WHERE s.{plan.partition_column} = f.day),
             f.source_rows, f.source_max_ingested_at, f.source_fingerprint,
             $code_version, c.ok, c.c, NOT list_contains(CAST($held AS DATE[]), f.day),
-            $run_id, {UTC_NOW}
+            $run_id, {UTC_NOW}, $build_seconds
         FROM backfill_stage_fingerprints AS f
         JOIN backfill_stage_checks AS c USING (day)
         """,
@@ -139,6 +181,7 @@ def _write_evidence(
             "code_version": plan.version(version).code_version,
             "run_id": run_id,
             "held": held,
+            "build_seconds": build_seconds / max(len(days), 1),
         },
     )
 
@@ -162,6 +205,8 @@ def build_window(
             f"{plan.spec.partitions.start}. Fix: choose days inside the partitions."
         )
     ensure_schema(conn)
+    started = time.perf_counter()
+    check_sources(conn, plan)
     _stage(conn, plan, version, start, end)
     stage_fingerprints(conn, plan, start, end)
     days = run_partition_checks(conn, plan, version, STAGE, start, end)
@@ -169,22 +214,19 @@ def build_window(
     held = [d.day for d in days if not d.passed] if is_published(conn, plan, version) else []
     pc = plan.partition_column
     keep = f"NOT list_contains(CAST($held AS DATE[]), {pc})"
-    conn.execute("BEGIN TRANSACTION")
     try:
-        conn.execute(
-            f"DELETE FROM {plan.model_table(version)} "
-            f"WHERE {pc} >= $start AND {pc} < $end AND {keep}",
-            {"start": start, "end": end, "held": held},
-        )
-        conn.execute(
-            f"INSERT INTO {plan.model_table(version)} SELECT * FROM {STAGE} WHERE {keep}",
-            {"held": held},
-        )
-        _write_evidence(conn, plan, version, start, end, days, held, run_id)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+        with transaction(conn):
+            conn.execute(
+                f"DELETE FROM {plan.model_table(version)} "
+                f"WHERE {pc} >= $start AND {pc} < $end AND {keep}",
+                {"start": start, "end": end, "held": held},
+            )
+            conn.execute(
+                f"INSERT INTO {plan.model_table(version)} SELECT * FROM {STAGE} WHERE {keep}",
+                {"held": held},
+            )
+            seconds = time.perf_counter() - started
+            _write_evidence(conn, plan, version, start, end, days, held, run_id, seconds)
     finally:
         conn.execute(f"DROP TABLE IF EXISTS {quote(STAGE)}")
     return BuildResult(plan.name, version, start, end, days, held)

@@ -1,5 +1,6 @@
 """The ``backfill-assets`` command.
 
+    backfill-assets plan daily_revenue
     backfill-assets seed --start 2024-01-01 --end 2025-12-31 --orders-per-day 200 --seed 42
     backfill-assets load --orders orders.parquet --refunds refunds.csv --customers customers.csv
     backfill-assets demo
@@ -136,6 +137,22 @@ def cmd_arrive(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from backfill_assets.catalog import plan_named
+    from backfill_assets.plan import PlanError
+    from backfill_assets.preflight import preflight
+
+    try:
+        plan = plan_named(args.plan)
+    except PlanError as error:
+        print(f"NOT READY: the plan does not load.\n{error}")
+        return 1
+    with connect() as conn:
+        report = preflight(conn, plan)
+    print(report.text())
+    return 0 if report.ready else 1
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     home = use_project_dagster_home()
     os.environ.setdefault("BACKFILL_WAREHOUSE", settings.warehouse_path())
@@ -186,6 +203,10 @@ def parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="days built, failing and stale; what is published")
     status.add_argument("plan", nargs="?")
     status.set_defaults(func=cmd_status)
+
+    plan = sub.add_parser("plan", help="preflight: the backfill plan, its cost and its blockers")
+    plan.add_argument("plan")
+    plan.set_defaults(func=cmd_plan)
 
     arrive = sub.add_parser("arrive", help="append late rows for past days (demos, tests)")
     arrive.add_argument("--days", type=int, default=3)

@@ -21,7 +21,7 @@ import duckdb
 
 from backfill_assets.fingerprint import changed_days
 from backfill_assets.plan import Plan
-from backfill_assets.warehouse import RAW_TABLES, qualified
+from backfill_assets.warehouse import RAW_TABLES, qualified, transaction
 
 
 @dataclass(frozen=True)
@@ -152,8 +152,7 @@ def append_late_rows(
         t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
         for t in ("raw.orders", "raw.refunds")
     }
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(conn):
         # New orders, numbered above every existing order.
         conn.execute(
             """
@@ -221,10 +220,6 @@ def append_late_rows(
             """,
             {"days": days, "at": arrived_at},
         )
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     after = {
         t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
         for t in ("raw.orders", "raw.refunds")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import duckdb
 
 from backfill_assets.plan import Plan
-from backfill_assets.warehouse import UTC_NOW, ensure_schema, table_exists
+from backfill_assets.warehouse import UTC_NOW, ensure_schema, table_exists, transaction
 from backfill_assets.window_checks import WindowCheck, run_window_checks
 
 PROMOTE = "promote"
@@ -150,8 +150,7 @@ def _append(
     evidence: dict,
 ) -> LogEntry:
     """Swap the view and log the move, in one transaction."""
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(conn):
         conn.execute(_view_sql(plan, version))
         happened_at = conn.execute(
             "INSERT INTO backfill.promotions VALUES "
@@ -168,10 +167,6 @@ def _append(
                 json.dumps(evidence, default=str),
             ],
         ).fetchone()[0]
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return LogEntry(
         plan.name, action, version, previous, actor, reason, run_id, evidence, happened_at
     )

@@ -27,6 +27,7 @@ from backfill_assets.warehouse import (
     ensure_raw_tables,
     ensure_schema,
     quote,
+    transaction,
 )
 
 FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"
@@ -96,6 +97,21 @@ WITH first_version AS (
         o.resent
     FROM gen_orders AS o
     JOIN gen_customers AS c USING (customer_id)
+),
+moved AS (
+    -- A re-send may move the order 6-35 hours later, but never past the generated days.
+    SELECT
+        *,
+        order_ts + to_hours(CAST(6 + floor(u(order_id, 'v2_move_hours') * 30) AS BIGINT))
+            AS moved_ts
+    FROM first_version
+),
+resends AS (
+    SELECT
+        *,
+        u(order_id, 'v2_move') < 0.05
+            AND moved_ts < CAST($start AS TIMESTAMP) + to_days(CAST($days AS INTEGER)) AS moves
+    FROM moved
 )
 SELECT order_id, customer_id, region, order_ts, amount, status, ingested_at
 FROM first_version
@@ -106,9 +122,7 @@ SELECT
     CASE WHEN u(order_id, 'v2_region') < 0.05
         THEN pick(['north', 'south', 'east', 'west'], u(order_id, 'v2_region_pick'))
         ELSE region END,
-    CASE WHEN u(order_id, 'v2_move') < 0.05
-        THEN order_ts + to_hours(CAST(6 + floor(u(order_id, 'v2_move_hours') * 30) AS BIGINT))
-        ELSE order_ts END,
+    CASE WHEN moves THEN moved_ts ELSE order_ts END,
     CASE WHEN u(order_id, 'v2_amount') < 0.2
         THEN CAST(round(amount * (0.8 + 0.4 * u(order_id, 'v2_factor')), 2) AS DECIMAL(12, 2))
         ELSE amount END,
@@ -116,11 +130,9 @@ SELECT
     -- A re-send arrives after the first version and after the (possibly moved) order time.
     greatest(
         ingested_at,
-        CASE WHEN u(order_id, 'v2_move') < 0.05
-            THEN order_ts + to_hours(CAST(6 + floor(u(order_id, 'v2_move_hours') * 30) AS BIGINT))
-            ELSE order_ts END
+        CASE WHEN moves THEN moved_ts ELSE order_ts END
     ) + to_hours(CAST(1 + floor(u(order_id, 'v2_lag') * 120) AS BIGINT))
-FROM first_version
+FROM resends
 WHERE resent AND status IN ('placed', 'shipped');
 
 CREATE OR REPLACE TEMP TABLE gen_refunds AS
@@ -209,11 +221,10 @@ def load_pilot_fixture(conn: duckdb.DuckDBPyConnection) -> None:
     """Replace the raw tables with only the hand-written pilot-market rows."""
     ensure_schema(conn)
     ensure_raw_tables(conn)
-    conn.execute("BEGIN TRANSACTION")
-    for table in RAW_TABLES:
-        conn.execute(f"DELETE FROM {table}")
-    _insert_pilot(conn)
-    conn.execute("COMMIT")
+    with transaction(conn):
+        for table in RAW_TABLES:
+            conn.execute(f"DELETE FROM {table}")
+        _insert_pilot(conn)
 
 
 def generate(
@@ -244,19 +255,18 @@ def generate(
         if statement.strip():
             used = {k: v for k, v in params.items() if f"${k}" in statement}
             conn.execute(statement, used)
-    conn.execute("BEGIN TRANSACTION")
-    for table in RAW_TABLES:
-        conn.execute(f"DELETE FROM {table}")
-    conn.execute("INSERT INTO raw.orders SELECT * FROM gen_versions ORDER BY ingested_at, order_id")
-    conn.execute(
-        "INSERT INTO raw.refunds SELECT * FROM gen_refunds ORDER BY ingested_at, refund_id"
-    )
-    conn.execute(
-        "INSERT INTO raw.customers SELECT * FROM gen_segments ORDER BY customer_id, valid_from"
-    )
-    if start <= PILOT_FIRST_DAY and end >= PILOT_LAST_DAY:
-        _insert_pilot(conn)
-    conn.execute("COMMIT")
+    with transaction(conn):
+        for table in RAW_TABLES:
+            conn.execute(f"DELETE FROM {table}")
+        # Appended in arrival order, as a loader would: late rows land at the end.
+        for table, stage, order in (
+            ("raw.orders", "gen_versions", "ingested_at, order_id"),
+            ("raw.refunds", "gen_refunds", "ingested_at, refund_id"),
+            ("raw.customers", "gen_segments", "customer_id, valid_from"),
+        ):
+            conn.execute(f"INSERT INTO {table} SELECT * FROM {stage} ORDER BY {order}")
+        if start <= PILOT_FIRST_DAY and end >= PILOT_LAST_DAY:
+            _insert_pilot(conn)
     for temp in ("gen_customers", "gen_orders", "gen_versions", "gen_refunds", "gen_segments"):
         conn.execute(f"DROP TABLE IF EXISTS {temp}")
     counts = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in RAW_TABLES}
@@ -322,12 +332,11 @@ def load_source_files(conn: duckdb.DuckDBPyConnection, files: dict[str, Path]) -
                         "Fix: fill it or drop those rows."
                     )
         staged[table] = stage
-    conn.execute("BEGIN TRANSACTION")
     counts = {}
-    for table, stage in staged.items():
-        casts = ", ".join(f"CAST({quote(c)} AS {t})" for c, t in RAW_TABLES[table].items())
-        conn.execute(f"DELETE FROM {table}")
-        conn.execute(f"INSERT INTO {table} SELECT {casts} FROM {stage}")
-        counts[table] = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-    conn.execute("COMMIT")
+    with transaction(conn):
+        for table, stage in staged.items():
+            casts = ", ".join(f"CAST({quote(c)} AS {t})" for c, t in RAW_TABLES[table].items())
+            conn.execute(f"DELETE FROM {table}")
+            conn.execute(f"INSERT INTO {table} SELECT {casts} FROM {stage}")
+            counts[table] = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
     return counts

@@ -48,6 +48,9 @@ RAW_TABLES: dict[str, dict[str, str]] = {
 }
 
 # Columns a source row may never leave empty: a NULL here is refused on load.
+# Event-time column of each source with daily rows (customers is a history, not daily).
+SOURCE_DAY_COLUMN = {"raw.orders": "order_ts", "raw.refunds": "refund_ts"}
+
 RAW_REQUIRED = {
     "raw.orders": ("order_id", "order_ts", "amount", "status", "ingested_at"),
     "raw.refunds": ("refund_id", "order_id", "refund_ts", "amount", "ingested_at"),
@@ -71,7 +74,8 @@ BOOKKEEPING_DDL = (
         checks JSON NOT NULL,
         applied BOOLEAN NOT NULL,
         run_id VARCHAR NOT NULL,
-        written_at TIMESTAMP NOT NULL
+        written_at TIMESTAMP NOT NULL,
+        build_seconds DOUBLE
     )
     """,
     # Append-only log of every promotion and rollback. Nothing in the project deletes from it.
@@ -88,6 +92,12 @@ BOOKKEEPING_DDL = (
         happened_at TIMESTAMP NOT NULL
     )
     """,
+)
+
+
+# Columns added after a warehouse may have been created; each statement is idempotent.
+MIGRATIONS = (
+    "ALTER TABLE backfill.partition_evidence ADD COLUMN IF NOT EXISTS build_seconds DOUBLE",
 )
 
 
@@ -119,6 +129,8 @@ def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
     for schema in SCHEMAS:
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
     for ddl in BOOKKEEPING_DDL:
+        conn.execute(ddl)
+    for ddl in MIGRATIONS:
         conn.execute(ddl)
 
 
@@ -183,6 +195,25 @@ def session(resource: DuckDBResource) -> Iterator[duckdb.DuckDBPyConnection]:
     conn = connect_waiting(resource.database, wait, dict(resource.connection_config))
     with closing(conn):
         yield conn
+
+
+@contextmanager
+def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """``BEGIN`` ... ``COMMIT``; on any error ``ROLLBACK`` and re-raise that error.
+
+    When COMMIT itself fails (disk full), DuckDB has already ended the transaction, so the
+    ROLLBACK is skipped rather than allowed to hide the real error.
+    """
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        try:
+            conn.execute("ROLLBACK")
+        except duckdb.Error:
+            pass  # a failed COMMIT ended the transaction already; report the COMMIT's error
+        raise
 
 
 def open_read_only(path: str) -> duckdb.DuckDBPyConnection:

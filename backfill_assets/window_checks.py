@@ -9,12 +9,16 @@ table, lists of failing days) come back to Python.
 - ``every_day_passed_checks``: every day's per-partition checks passed (from evidence);
 - ``built_with_current_code``: every day's ``code_version`` is the plan's current one;
 - ``built_from_current_sources``: every day's source fingerprint still matches the sources;
+- ``sources_are_valid``: no source row has a required column empty (a re-send without
+  ``order_ts`` would silently take its order out of every day);
 - one check per ``referential_integrity`` rule of the plan (``warn`` rules never block);
 - ``reconciles_with_baseline`` (candidate): no unexplained residual beyond tolerance;
 - ``trend_has_no_unexplained_jumps``: no day deviates from its rolling median by more than
   ``max_deviations`` median absolute deviations;
 - ``enrichment_coverage_met`` (candidate of a column enrichment): rows per day identical to the
-  baseline and the share of rows with the new value at least ``min_coverage``.
+  baseline and the share of rows with the new value at least ``min_coverage``;
+- ``is_fresh`` (a warning, never blocking): the newest day built is not older than the newest
+  complete source day, so days that arrived after the window are noticed once it is published.
 """
 
 import datetime as dt
@@ -28,7 +32,14 @@ import pandas as pd
 from backfill_assets.fingerprint import changed_days
 from backfill_assets.plan import ROWS, Plan
 from backfill_assets.reconcile import Reconciliation, reconcile
-from backfill_assets.warehouse import quote, table_exists
+from backfill_assets.warehouse import (
+    RAW_REQUIRED,
+    RAW_TABLES,
+    SOURCE_DAY_COLUMN,
+    UTC_NOW,
+    quote,
+    table_exists,
+)
 
 WINDOW_IS_COMPLETE = "window_is_complete"
 EVERY_DAY_PASSED_CHECKS = "every_day_passed_checks"
@@ -37,6 +48,8 @@ BUILT_FROM_CURRENT_SOURCES = "built_from_current_sources"
 RECONCILES_WITH_BASELINE = "reconciles_with_baseline"
 TREND_HAS_NO_UNEXPLAINED_JUMPS = "trend_has_no_unexplained_jumps"
 ENRICHMENT_COVERAGE_MET = "enrichment_coverage_met"
+IS_FRESH = "is_fresh"
+SOURCES_ARE_VALID = "sources_are_valid"
 LISTED = 20  # how many failing days, groups or keys a result names
 
 
@@ -60,12 +73,14 @@ def window_check_names(plan: Plan) -> list[str]:
         EVERY_DAY_PASSED_CHECKS,
         BUILT_WITH_CURRENT_CODE,
         BUILT_FROM_CURRENT_SOURCES,
+        SOURCES_ARE_VALID,
         *(rule.name for rule in plan.spec.checks.referential_integrity),
         RECONCILES_WITH_BASELINE,
         TREND_HAS_NO_UNEXPLAINED_JUMPS,
     ]
     if plan.spec.checks.enrichment:
         names.append(ENRICHMENT_COVERAGE_MET)
+    names.append(IS_FRESH)
     return names
 
 
@@ -192,6 +207,36 @@ def sources_current(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -
             else "every built day matches its sources"
         ),
         figures={"days_changed": len(days), "changed_ranges": _ranges(days)[:LISTED]},
+    )
+
+
+def sources_valid(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> WindowCheck:
+    problems, figures = [], {}
+    for table in plan.spec.sources:
+        required = RAW_REQUIRED[table]
+        key = quote(next(iter(RAW_TABLES[table])))
+        counts = conn.execute(
+            "SELECT "
+            + ", ".join(
+                f"count(*) FILTER (WHERE {quote(c)} IS NULL), "
+                f"list({key}) FILTER (WHERE {quote(c)} IS NULL)[1:5]"
+                for c in required
+            )
+            + f" FROM {table}"
+        ).fetchone()
+        for i, column in enumerate(required):
+            count, keys = counts[2 * i], counts[2 * i + 1]
+            if count:
+                problems.append(f"{table}.{column} empty in {count} row(s) (e.g. {keys})")
+                figures[f"{table}.{column}"] = count
+    return WindowCheck(
+        SOURCES_ARE_VALID,
+        version,
+        passed=not problems,
+        summary="; ".join(problems) + ". Fix: correct or remove those source rows"
+        if problems
+        else "no required source value is empty",
+        figures={"empty_required_values": figures},
     )
 
 
@@ -379,6 +424,48 @@ def enrichment(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> Win
     )
 
 
+def freshness(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> WindowCheck:
+    columns = [(t, SOURCE_DAY_COLUMN[t]) for t in plan.spec.sources if t in SOURCE_DAY_COLUMN]
+    newest_source = max(
+        (
+            conn.execute(
+                f"SELECT max(CAST({quote(c)} AS DATE)) FROM {t} "
+                f"WHERE CAST({quote(c)} AS DATE) < CAST({UTC_NOW} AS DATE)"
+            ).fetchone()[0]
+            for t, c in columns
+        ),
+        default=None,
+        key=lambda d: d or dt.date.min,
+    )
+    newest_built = conn.execute(
+        "SELECT max(day) FROM backfill.partition_evidence "
+        "WHERE model = ? AND version = ? AND applied",
+        [plan.name, version],
+    ).fetchone()[0]
+    fresh = newest_source is None or (newest_built is not None and newest_built >= newest_source)
+    behind = (newest_source - newest_built).days if newest_source and newest_built else None
+    return WindowCheck(
+        IS_FRESH,
+        version,
+        passed=fresh,
+        blocking=False,
+        summary=(
+            f"newest day built {newest_built}, newest source day {newest_source}"
+            + (
+                ""
+                if fresh
+                else f": {behind if behind is not None else 'all'} day(s) behind; "
+                "backfill the new days"
+            )
+        ),
+        figures={
+            "newest_built_day": str(newest_built),
+            "newest_source_day": str(newest_source),
+            "days_behind": behind if behind is not None and not fresh else 0,
+        },
+    )
+
+
 def run_window_checks(
     conn: duckdb.DuckDBPyConnection, plan: Plan, version: str | None = None
 ) -> list[WindowCheck]:
@@ -399,6 +486,7 @@ def run_window_checks(
         every_day_passed(conn, plan, version),
         code_current(conn, plan, version),
         sources_current(conn, plan, version),
+        sources_valid(conn, plan, version),
         *referential_integrity(conn, plan, version),
     ]
     baseline_built = table_exists(conn, "models", plan.table_name(plan.spec.baseline))
@@ -425,4 +513,5 @@ def run_window_checks(
             results.append(
                 WindowCheck(ENRICHMENT_COVERAGE_MET, version, False, "baseline not built yet")
             )
+    results.append(freshness(conn, plan, version))
     return results

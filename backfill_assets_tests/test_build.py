@@ -61,7 +61,7 @@ def evidence_checksum(
     conn: duckdb.DuckDBPyConnection, plan: Plan, version: str, *, all_columns: bool = False
 ) -> tuple[int, str]:
     """Checksum of the plan version's evidence rows (without run_id/written_at unless asked)."""
-    columns = "*" if all_columns else "* EXCLUDE (run_id, written_at)"
+    columns = "*" if all_columns else "* EXCLUDE (run_id, written_at, build_seconds)"
     return conn.execute(
         "SELECT count(*), md5(coalesce(string_agg(CAST(t AS VARCHAR), '|' "
         "ORDER BY CAST(t AS VARCHAR)), '')) FROM ("

@@ -18,12 +18,19 @@ from pydantic import Field
 from backfill_assets.catalog import shipped_plans
 from backfill_assets.cutover import cutover_summary, write_summary
 from backfill_assets.plan import Plan
-from backfill_assets.publish import PublishError, ensure_view, promote, rollback
+from backfill_assets.publish import (
+    PublishError,
+    ensure_view,
+    promote,
+    published_version,
+    rollback,
+)
 from backfill_assets.report import reconciliation_markdown, reconciliation_table
 from backfill_assets.settings import reports_dir
 from backfill_assets.warehouse import UTC_NOW, open_read_only, session
 from backfill_assets.window_checks import WindowCheck, run_window_checks, window_check_names
 
+PUBLISHED = "published"  # window-check config: the version users see now
 SETTLE_SECONDS = 60  # quiet time after the last write before window checks run
 
 CHECK_DESCRIPTIONS = {
@@ -34,6 +41,8 @@ CHECK_DESCRIPTIONS = {
     "reconciles_with_baseline": "Every difference from the baseline is explained by a rule.",
     "trend_has_no_unexplained_jumps": "No day jumps away from its rolling median.",
     "enrichment_coverage_met": "Rows per day equal the baseline; the new column is filled.",
+    "is_fresh": "The newest day built is not older than the newest complete source day.",
+    "sources_are_valid": "No source row has a required column empty.",
 }
 
 
@@ -41,7 +50,9 @@ class WindowCheckConfig(dg.Config):
     """Which version the window checks evaluate."""
 
     version: str = Field(
-        default="", description="A version of the plan; empty means the plan's candidate."
+        default="",
+        description="A version of the plan; empty means the plan's candidate, 'published' the "
+        "version analytics.<plan> shows now.",
     )
 
 
@@ -133,7 +144,10 @@ def build_published(plan: Plan) -> dg.Definitions:
         warehouse: DuckDBResource,
     ):
         with session(warehouse) as conn:
-            results = run_window_checks(conn, plan, config.version or None)
+            version = config.version or plan.spec.candidate
+            if version == PUBLISHED:
+                version = published_version(conn, plan)
+            results = run_window_checks(conn, plan, version)
         for check in results:
             context.log.info(f"{check.name} ({check.version}): {check.summary}")
             yield dg.AssetCheckResult(
@@ -258,11 +272,24 @@ def build_published(plan: Plan) -> dg.Definitions:
         context.update_cursor(str(last))
         return dg.RunRequest(run_key=f"{plan.name}:{last}")
 
+    monitor = dg.ScheduleDefinition(
+        name=f"monitor_{plan.name}_schedule",
+        description=(
+            f"After cutover: every morning, re-evaluate the window checks (and freshness) of the "
+            f"version analytics.{plan.name} publishes."
+        ),
+        cron_schedule="0 6 * * *",
+        execution_timezone="UTC",
+        target=window_job,
+        run_config={"ops": {f"{plan.name}_window_checks": {"config": {"version": PUBLISHED}}}},
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+    )
     return dg.Definitions(
         assets=[_published],
         asset_checks=[_window_checks],
         jobs=[promote_job, rollback_job, window_job],
         sensors=[_after_writes],
+        schedules=[monitor],
     )
 
 

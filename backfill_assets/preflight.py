@@ -1,0 +1,248 @@
+"""Preflight: the one-page backfill plan the runbook asks for, with an estimate and blockers.
+
+``backfill-assets plan <name>`` prints it (exit 1 when something blocks the backfill) and the
+``preflight/<plan>`` asset attaches it to the UI. It reads the warehouse only:
+
+- the inventory: target, grain and key, window, sources and their coverage of the window
+  (first and last day with rows, days with none), versions and what changed, consumers, owner
+  and approvers, risk, rollback, strategy, acceptance criteria;
+- the work: per version, the days to build (days whose evidence is current are skipped), the
+  source rows in scope, the runs ``chunk_days`` makes of them, and an ETA;
+- the blockers: days without source rows, fields left vague, a high-risk plan without
+  approvers (that one already refuses to load).
+
+The ETA is (median build seconds per day of earlier builds of the version, from the evidence;
+a canary run provides them when nothing was built yet) x days to build, plus Dagster's own
+bookkeeping, measured in docs/benchmarks.md: about ``RUN_OVERHEAD_S`` per run and
+``EVENTS_PER_DAY_S`` per day and model (one materialization and one check result).
+"""
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import duckdb
+
+from backfill_assets.fingerprint import changed_days
+from backfill_assets.plan import Plan
+from backfill_assets.warehouse import SOURCE_DAY_COLUMN, ensure_schema, table_exists
+
+RUN_OVERHEAD_S = 6.0
+EVENTS_PER_DAY_S = 0.08
+LISTED = 10
+
+
+@dataclass
+class VersionWork:
+    version: str
+    days_to_build: int
+    runs: int
+    seconds_per_day: float | None
+    eta_seconds: float | None
+
+
+@dataclass
+class Preflight:
+    plan: str
+    lines: list[str] = field(default_factory=list)
+    blockers: list[str] = field(default_factory=list)
+    work: list[VersionWork] = field(default_factory=list)
+
+    @property
+    def ready(self) -> bool:
+        return not self.blockers
+
+    def text(self) -> str:
+        verdict = (
+            "READY: nothing blocks this backfill"
+            if self.ready
+            else f"NOT READY: {len(self.blockers)} blocker(s)"
+        )
+        return "\n".join([*self.lines, "", verdict, *(f"  - {b}" for b in self.blockers)])
+
+
+def _ranges(days: list[dt.date]) -> str:
+    out: list[list[dt.date]] = []
+    for day in sorted(days):
+        if out and day == out[-1][1] + dt.timedelta(days=1):
+            out[-1][1] = day
+        else:
+            out.append([day, day])
+    shown = [f"{a}..{b}" if a != b else str(a) for a, b in out[:LISTED]]
+    return ", ".join(shown) + (f" (+{len(out) - LISTED} more)" if len(out) > LISTED else "")
+
+
+def _coverage(conn, plan: Plan, table: str) -> tuple[str, list[dt.date], int]:
+    column = SOURCE_DAY_COLUMN[table]
+    start, end = plan.spec.window.start, plan.spec.window.end + dt.timedelta(days=1)
+    rows = conn.execute(
+        f"""
+        WITH days AS (
+            SELECT CAST(range AS DATE) AS day
+            FROM range(CAST($start AS TIMESTAMP), CAST($end AS TIMESTAMP), INTERVAL 1 DAY)
+        ),
+        present AS (
+            SELECT CAST({column} AS DATE) AS day, count(*) AS n
+            FROM {table}
+            WHERE {column} >= $start AND {column} < $end
+            GROUP BY ALL
+        )
+        SELECT d.day, coalesce(p.n, 0) FROM days AS d LEFT JOIN present AS p USING (day)
+        ORDER BY d.day
+        """,
+        {"start": start, "end": end},
+    ).fetchall()
+    with_rows = [d for d, n in rows if n]
+    empty = [d for d, n in rows if not n]
+    total = sum(n for _, n in rows)
+    if not with_rows:
+        return f"{table}: no rows in the window", empty, total
+    return (
+        f"{table}: {total:,} rows, first day {with_rows[0]}, last day {with_rows[-1]}, "
+        f"{len(empty)} day(s) without rows" + (f": {_ranges(empty)}" if empty else ""),
+        empty,
+        total,
+    )
+
+
+def _current_days(conn, plan: Plan, version: str) -> set[dt.date]:
+    """Days of the window whose evidence is current (built, code and sources unchanged)."""
+    start, end = plan.spec.window.start, plan.spec.window.end + dt.timedelta(days=1)
+    built = conn.execute(
+        "SELECT day FROM backfill.partition_evidence WHERE model = ? AND version = ? "
+        "AND day >= ? AND day < ? AND code_version = ? AND applied",
+        [plan.name, version, start, end, plan.version(version).code_version],
+    ).fetchall()
+    stale = {c.day for c in changed_days(conn, plan, start, end, [version])}
+    return {d for (d,) in built} - stale
+
+
+def _runs(days: list[dt.date], chunk_days: int) -> int:
+    """Runs a backfill policy makes: per contiguous span of days, ceil(span / chunk_days)."""
+    runs, span = 0, 0
+    previous = None
+    for day in sorted(days):
+        if previous is not None and day != previous + dt.timedelta(days=1):
+            runs += -(-span // chunk_days)
+            span = 0
+        span += 1
+        previous = day
+    return runs + (-(-span // chunk_days) if span else 0)
+
+
+def _seconds_per_day(conn, plan: Plan, version: str) -> float | None:
+    row = conn.execute(
+        "SELECT median(build_seconds) FROM backfill.partition_evidence "
+        "WHERE model = ? AND version = ? AND build_seconds IS NOT NULL",
+        [plan.name, version],
+    ).fetchone()
+    return float(row[0]) if row and row[0] is not None else None
+
+
+def _vague(plan: Plan) -> list[str]:
+    spec = plan.spec
+    problems = []
+    if not spec.grain.lower().startswith("one row per"):
+        problems.append("grain: say it as 'One row per ...' so the key can be checked against it")
+    if len(spec.rollback.split()) < 8:
+        problems.append("rollback: say in a sentence what to run and what happens")
+    if not spec.downstream:
+        problems.append("downstream: name who reads the published view (or why nobody does)")
+    for version in spec.versions:
+        if len(version.change.split()) < 6:
+            problems.append(f"versions[{version.name}].change: say what changed and why")
+    return problems
+
+
+def preflight(conn: duckdb.DuckDBPyConnection, plan: Plan) -> Preflight:
+    """The preflight report of one plan against the warehouse as it is."""
+    spec = plan.spec
+    ensure_schema(conn)
+    report = Preflight(plan.name)
+    checks = spec.checks
+    recon = checks.reconciliation
+    lines = report.lines
+    lines += [
+        f"Backfill plan: {plan.name} ({plan.path})",
+        f"  target     models.{plan.name}__<version>, published as analytics.{plan.name}",
+        f"  grain      {spec.grain} Key: ({', '.join(spec.unique_key)}), "
+        f"partitioned by {spec.partition_column} (UTC days)",
+        f"  window     {spec.window.start} .. {spec.window.end} ({plan.window_days} days), "
+        f"{spec.chunk_days} days per run",
+        f"  strategy   {spec.strategy}; risk {spec.risk}",
+        f"  owner      {spec.owner}; approvers {', '.join(spec.approvers) or 'none'}",
+        f"  downstream {'; '.join(spec.downstream) or 'none declared'}",
+        f"  rollback   {spec.rollback}",
+        "  versions",
+    ]
+    for version in spec.versions:
+        role = (
+            "baseline"
+            if version.name == spec.baseline
+            else ("candidate" if version.name == spec.candidate else "other")
+        )
+        lines.append(f"    {version.name} ({role}, {version.code_version}): {version.change}")
+    lines += [
+        "  acceptance",
+        f"    per day: unique ({', '.join(spec.unique_key)}); null-rate limits "
+        + ", ".join(f"{c} <= {r:g}" for c, r in checks.null_rates.items())
+        + f"; {len(checks.known_records)} known record(s) on the candidate",
+        f"    window: every day built with >= {checks.completeness.min_rows_per_day} row(s); "
+        f"sources and code unchanged since; "
+        + (", ".join(r.name for r in checks.referential_integrity) or "no integrity rules")
+        + f"; reconciliation by {', '.join(recon.by)} on {', '.join(recon.measures)} "
+        f"within ±{recon.tolerance:g} explained by "
+        + (", ".join(r.name for r in recon.explained_differences) or "no rules")
+        + f"; trend of {checks.trend.measure} within {checks.trend.max_deviations:g} MADs",
+        "  sources",
+    ]
+    missing_tables = [t for t in spec.sources if not table_exists(conn, *t.split("."))]
+    for table in missing_tables:
+        report.blockers.append(f"source {table} does not exist: seed or load it first")
+    empty_days: set[dt.date] = set()
+    for table in spec.sources:
+        if table in missing_tables:
+            lines.append(f"    {table}: missing")
+        elif table in SOURCE_DAY_COLUMN:
+            line, empty, _ = _coverage(conn, plan, table)
+            lines.append(f"    {line}")
+            if table == "raw.orders":
+                empty_days = set(empty)
+        else:
+            count = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            lines.append(f"    {table}: {count:,} rows (a history, not daily)")
+    if empty_days:
+        report.blockers.append(
+            f"{len(empty_days)} day(s) of the window have no orders: {_ranges(list(empty_days))}; "
+            "load them, or shorten the window"
+        )
+    report.blockers += [f"vague plan field: {p}" for p in _vague(plan)]
+
+    lines.append("  work")
+    window_days = [spec.window.start + dt.timedelta(days=i) for i in range(plan.window_days)]
+    evidence_ready = table_exists(conn, "backfill", "partition_evidence") and not missing_tables
+    total_eta = 0.0
+    for version in plan.version_names:
+        current = _current_days(conn, plan, version) if evidence_ready else set()
+        todo = [d for d in window_days if d not in current]
+        runs = _runs(todo, spec.chunk_days)
+        per_day = _seconds_per_day(conn, plan, version) if evidence_ready else None
+        if not todo:
+            eta = 0.0
+        elif per_day is not None:
+            eta = len(todo) * (per_day + EVENTS_PER_DAY_S) + runs * RUN_OVERHEAD_S
+        else:
+            eta = None
+        report.work.append(VersionWork(version, len(todo), runs, per_day, eta))
+        total_eta += eta or 0.0
+        lines.append(
+            f"    {version}: {len(todo)} day(s) to build ({len(current)} current), {runs} run(s)"
+            + (
+                f", ETA {eta / 60:.1f} min"
+                + (f" (~{per_day:.3f} s of SQL a day)" if per_day is not None else "")
+                if eta is not None
+                else f", no build times yet: run the canary (sample_{plan.name}_job) for an ETA"
+            )
+        )
+    if all(w.eta_seconds is not None for w in report.work):
+        lines.append(f"    total ETA ~{total_eta / 60:.1f} min (all versions, one writer)")
+    return report
