@@ -155,6 +155,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_ui(args: argparse.Namespace) -> int:
     home = use_project_dagster_home()
+    settings.set_writer_pool_limit(home)
     os.environ.setdefault("BACKFILL_WAREHOUSE", settings.warehouse_path())
     command = [
         sys.executable,

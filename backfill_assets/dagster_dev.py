@@ -18,7 +18,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from backfill_assets.settings import PROJECT_DIR
+from backfill_assets.settings import PROJECT_DIR, set_writer_pool_limit
 
 LOCATION = "backfill_assets"
 REPOSITORY = "__repository__"
@@ -96,6 +96,7 @@ class DagsterDev:
 
     def start(self) -> None:
         self.dagster_home.mkdir(parents=True, exist_ok=True)
+        set_writer_pool_limit(self.dagster_home)
         env = {
             **os.environ,
             "DAGSTER_HOME": str(self.dagster_home.resolve()),

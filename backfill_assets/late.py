@@ -214,6 +214,9 @@ def append_late_rows(
             SELECT top.m + row_number() OVER (ORDER BY o.order_id), o.order_id,
                    o.order_ts + INTERVAL 1 HOUR, 1.00, $at
             FROM one_day_orders AS o, top
+            -- an order with no refund yet: an earlier refund on another day would make that
+            -- day change too
+            WHERE o.order_id NOT IN (SELECT order_id FROM raw.refunds)
             QUALIFY row_number() OVER (
                 PARTITION BY CAST(o.order_ts AS DATE) ORDER BY o.order_id DESC
             ) = 1

@@ -12,6 +12,8 @@ server and every run worker it launches inherit the same environment), never at 
 """
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -30,6 +32,25 @@ def dagster_home() -> Path:
     """The Dagster home: ``DAGSTER_HOME`` or the one shipped in the project directory."""
     configured = os.environ.get("DAGSTER_HOME")
     return Path(configured) if configured else SHIPPED_DAGSTER_HOME
+
+
+WRITER_POOL = "duckdb"  # the pool every warehouse writer claims; limit 1 (one writing process)
+
+
+def set_writer_pool_limit(home: Path) -> None:
+    """Record the ``duckdb`` pool's limit in the instance before anything runs.
+
+    ``dagster.yaml``'s ``default_limit`` reaches a pool only once the run queue has seen a run
+    of it, and Dagster 1.13's first queue iteration launches the queued runs of a new pool as if
+    unlimited: the first backfill on a fresh Dagster home would run its chunks at once. Setting
+    the limit explicitly closes that gap.
+    """
+    subprocess.run(
+        [sys.executable, "-m", "dagster", "instance", "concurrency", "set", WRITER_POOL, "1"],
+        env={**os.environ, "DAGSTER_HOME": str(Path(home).resolve())},
+        check=True,
+        capture_output=True,
+    )
 
 
 def reports_dir() -> Path:

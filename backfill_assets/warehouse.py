@@ -168,7 +168,10 @@ def connect_waiting(path: str, wait_seconds: float, config: dict | None = None):
     pause = 0.5
     while True:
         try:
-            return duckdb.connect(path, config=config or {})
+            conn = duckdb.connect(path, config=config or {})
+            # No terminal progress bar: run logs and sensor ticks are not terminals.
+            conn.execute("SET enable_progress_bar = false")
+            return conn
         except duckdb.IOException as error:
             if "lock" not in str(error).lower():
                 raise

@@ -127,7 +127,8 @@ def _vm_hwm_mb(pid: int) -> float:
 
 
 def _run_workers_peak_rss(dagster_home: Path, peaks: dict[int, float]) -> None:
-    """Record VmHWM of every live run worker of this Dagster home (they come and go)."""
+    """Record VmHWM of every live run worker of this Dagster home (they come and go): every
+    process with this DAGSTER_HOME that is not one of dagster dev's long-lived services."""
     marker = f"DAGSTER_HOME={dagster_home.resolve()}".encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -137,7 +138,8 @@ def _run_workers_peak_rss(dagster_home: Path, peaks: dict[int, float]) -> None:
             environ = (entry / "environ").read_bytes()
         except OSError:
             continue
-        if b"execute_run" not in cmdline or marker not in environ:
+        services = (b"dagster dev", b"dagster_webserver", b"_daemon", b"code-server", b"api grpc")
+        if marker not in environ or any(s in cmdline for s in services):
             continue
         pid = int(entry.name)
         peaks[pid] = max(peaks.get(pid, 0.0), _vm_hwm_mb(pid))
