@@ -25,10 +25,10 @@ import duckdb
 from backfill_assets.fingerprint import changed_days
 from backfill_assets.plan import Plan
 from backfill_assets.warehouse import SOURCE_DAY_COLUMN, ensure_schema, table_exists
+from backfill_assets.window_checks import days_text
 
 RUN_OVERHEAD_S = 6.0
 EVENTS_PER_DAY_S = 0.08
-LISTED = 10
 
 
 @dataclass
@@ -60,17 +60,6 @@ class Preflight:
         return "\n".join([*self.lines, "", verdict, *(f"  - {b}" for b in self.blockers)])
 
 
-def _ranges(days: list[dt.date]) -> str:
-    out: list[list[dt.date]] = []
-    for day in sorted(days):
-        if out and day == out[-1][1] + dt.timedelta(days=1):
-            out[-1][1] = day
-        else:
-            out.append([day, day])
-    shown = [f"{a}..{b}" if a != b else str(a) for a, b in out[:LISTED]]
-    return ", ".join(shown) + (f" (+{len(out) - LISTED} more)" if len(out) > LISTED else "")
-
-
 def _coverage(conn, plan: Plan, table: str) -> tuple[str, list[dt.date], int]:
     column = SOURCE_DAY_COLUMN[table]
     start, end = plan.spec.window.start, plan.spec.window.end + dt.timedelta(days=1)
@@ -98,7 +87,7 @@ def _coverage(conn, plan: Plan, table: str) -> tuple[str, list[dt.date], int]:
         return f"{table}: no rows in the window", empty, total
     return (
         f"{table}: {total:,} rows, first day {with_rows[0]}, last day {with_rows[-1]}, "
-        f"{len(empty)} day(s) without rows" + (f": {_ranges(empty)}" if empty else ""),
+        f"{len(empty)} day(s) without rows" + (f": {days_text(empty)}" if empty else ""),
         empty,
         total,
     )
@@ -212,7 +201,8 @@ def preflight(conn: duckdb.DuckDBPyConnection, plan: Plan) -> Preflight:
             lines.append(f"    {table}: {count:,} rows (a history, not daily)")
     if empty_days:
         report.blockers.append(
-            f"{len(empty_days)} day(s) of the window have no orders: {_ranges(list(empty_days))}; "
+            f"{len(empty_days)} day(s) of the window have no orders: "
+            f"{days_text(list(empty_days))}; "
             "load them, or shorten the window"
         )
     report.blockers += [f"vague plan field: {p}" for p in _vague(plan)]

@@ -89,7 +89,7 @@ def _window(plan: Plan) -> dict[str, dt.date]:
     return {"start": window.start, "end": window.end + dt.timedelta(days=1)}
 
 
-def _ranges(days: list[dt.date]) -> list[str]:
+def date_ranges(days: list[dt.date]) -> list[str]:
     """Consecutive days folded into ranges: ['2024-01-01..2024-01-03', '2024-02-10']."""
     out: list[list[dt.date]] = []
     for day in sorted(days):
@@ -100,8 +100,9 @@ def _ranges(days: list[dt.date]) -> list[str]:
     return [f"{a}..{b}" if a != b else f"{a}" for a, b in out]
 
 
-def _days_list(days: list[dt.date]) -> str:
-    ranges = _ranges(days)
+def days_text(days: list[dt.date]) -> str:
+    """Days as ranges, the first few named: '2024-01-01..2024-01-03, 2024-02-10 (+4 more)'."""
+    ranges = date_ranges(days)
     more = f" (+{len(ranges) - LISTED} more ranges)" if len(ranges) > LISTED else ""
     return ", ".join(ranges[:LISTED]) + more
 
@@ -127,9 +128,9 @@ def completeness(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> W
     thin = [day for day, count in rows if count is not None]
     problems = []
     if missing:
-        problems.append(f"{len(missing)} day(s) never built: {_days_list(missing)}")
+        problems.append(f"{len(missing)} day(s) never built: {days_text(missing)}")
     if thin:
-        problems.append(f"{len(thin)} day(s) with fewer than {minimum} row(s): {_days_list(thin)}")
+        problems.append(f"{len(thin)} day(s) with fewer than {minimum} row(s): {days_text(thin)}")
     return WindowCheck(
         WINDOW_IS_COMPLETE,
         version,
@@ -139,8 +140,8 @@ def completeness(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> W
             "days_in_window": plan.window_days,
             "days_missing": len(missing),
             "days_below_min_rows": len(thin),
-            "missing_ranges": _ranges(missing)[:LISTED],
-            "thin_ranges": _ranges(thin)[:LISTED],
+            "missing_ranges": date_ranges(missing)[:LISTED],
+            "thin_ranges": date_ranges(thin)[:LISTED],
         },
     )
 
@@ -169,9 +170,9 @@ def every_day_passed(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) 
         EVERY_DAY_PASSED_CHECKS,
         version,
         passed=not failing,
-        summary="; ".join(f"{name} failed on {_days_list(days)}" for name, days in by_check.items())
+        summary="; ".join(f"{name} failed on {days_text(days)}" for name, days in by_check.items())
         or "every built day passed its partition checks",
-        figures={"days_failing": len(failing), **{k: _ranges(v) for k, v in by_check.items()}},
+        figures={"days_failing": len(failing), **{k: date_ranges(v) for k, v in by_check.items()}},
     )
 
 
@@ -185,7 +186,7 @@ def code_current(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> W
         passed=not stale,
         summary=(
             f"{len(stale)} day(s) built with code_version {old}, current is {current!r}: "
-            f"{_days_list([d for d, _, _ in stale])}"
+            f"{days_text([d for d, _, _ in stale])}"
             if stale
             else f"every built day has code_version {current!r}"
         ),
@@ -202,11 +203,11 @@ def sources_current(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -
         version,
         passed=not changed,
         summary=(
-            f"sources changed since {len(days)} day(s) were built: {_days_list(days)}"
+            f"sources changed since {len(days)} day(s) were built: {days_text(days)}"
             if changed
             else "every built day matches its sources"
         ),
-        figures={"days_changed": len(days), "changed_ranges": _ranges(days)[:LISTED]},
+        figures={"days_changed": len(days), "changed_ranges": date_ranges(days)[:LISTED]},
     )
 
 
@@ -406,7 +407,7 @@ def enrichment(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> Win
             f"{spec.column} filled on {coverage:.2%} of rows (minimum {spec.min_coverage:.2%}), "
             f"changed on {changed:,} rows; "
             + (
-                f"row counts differ from {plan.spec.baseline} on {_days_list(differing)}"
+                f"row counts differ from {plan.spec.baseline} on {days_text(differing)}"
                 if differing
                 else f"row counts per day equal {plan.spec.baseline}"
             )
@@ -419,7 +420,7 @@ def enrichment(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> Win
             "coverage": round(coverage, 6),
             "min_coverage": spec.min_coverage,
             "days_with_different_row_counts": len(differing),
-            "differing_ranges": _ranges(differing)[:LISTED],
+            "differing_ranges": date_ranges(differing)[:LISTED],
         },
     )
 

@@ -214,7 +214,8 @@ def test_fct_orders_v2_passes_every_window_check(generated):
     assert ENRICHMENT_COVERAGE_MET in by_name(checks)
     failed = {c.name: c.summary for c in checks if not c.passed}
     assert failed == {}
-    assert all(c.blocking for c in checks)
+    # Every window check gates promotion except freshness, which only warns.
+    assert {c.name for c in checks if not c.blocking} == {"is_fresh"}
     enrichment = by_name(checks)[ENRICHMENT_COVERAGE_MET]
     assert enrichment.figures["days_with_different_row_counts"] == 0
     assert enrichment.figures["coverage"] >= plan.spec.checks.enrichment.min_coverage
