@@ -11,10 +11,12 @@
 - the blockers: days without source rows, fields left vague, a high-risk plan without
   approvers (that one already refuses to load).
 
-The ETA is (median build seconds per day of earlier builds of the version, from the evidence;
-a canary run provides them when nothing was built yet) x days to build, plus Dagster's own
-bookkeeping, measured in docs/benchmarks.md: about ``RUN_OVERHEAD_S`` per run and
-``EVENTS_PER_DAY_S`` per day and model (one materialization and one check result).
+The ETA fits each version's recorded builds (``build_cost``: a fixed part per build and a part
+per day; the canary records single days and one full chunk when nothing was built yet) to the
+runs and days still to build, plus Dagster's own bookkeeping, measured in docs/benchmarks.md:
+about ``RUN_OVERHEAD_S`` per run and ``EVENTS_PER_DAY_S`` per day and model (one materialization
+and one check result). Runs are counted for one backfill of the whole range left to build, all
+versions together, as the UI launches it.
 """
 
 import datetime as dt
@@ -106,25 +108,41 @@ def _current_days(conn, plan: Plan, version: str) -> set[dt.date]:
 
 
 def _runs(days: list[dt.date], chunk_days: int) -> int:
-    """Runs a backfill policy makes: per contiguous span of days, ceil(span / chunk_days)."""
-    runs, span = 0, 0
-    previous = None
-    for day in sorted(days):
-        if previous is not None and day != previous + dt.timedelta(days=1):
-            runs += -(-span // chunk_days)
-            span = 0
-        span += 1
-        previous = day
-    return runs + (-(-span // chunk_days) if span else 0)
+    """Runs of a backfill launched for the range first..last of ``days`` (as the UI does)."""
+    if not days:
+        return 0
+    span = (max(days) - min(days)).days + 1
+    return -(-span // chunk_days)
 
 
-def _seconds_per_day(conn, plan: Plan, version: str) -> float | None:
-    row = conn.execute(
-        "SELECT median(build_seconds) FROM backfill.partition_evidence "
-        "WHERE model = ? AND version = ? AND build_seconds IS NOT NULL",
+def build_cost(conn, plan: Plan, version: str) -> tuple[float, float] | None:
+    """(seconds per build, seconds per day) of the version's recorded builds.
+
+    Every build leaves one evidence row per day with the same ``written_at``; a build of n days
+    took n x ``build_seconds``. With builds of different sizes (the canary builds single days and
+    one full chunk) a least-squares line gives the fixed and the per-day part; with one size only,
+    the fixed part is taken as zero.
+    """
+    rows = conn.execute(
+        """
+        SELECT count(*) AS days, sum(build_seconds) AS seconds
+        FROM backfill.partition_evidence
+        WHERE model = ? AND version = ? AND build_seconds IS NOT NULL
+        GROUP BY run_id, written_at
+        """,
         [plan.name, version],
-    ).fetchone()
-    return float(row[0]) if row and row[0] is not None else None
+    ).fetchall()
+    if not rows:
+        return None
+    n = len(rows)
+    mean_x = sum(d for d, _ in rows) / n
+    mean_y = sum(s for _, s in rows) / n
+    var = sum((d - mean_x) ** 2 for d, _ in rows)
+    if var == 0:
+        return 0.0, mean_y / mean_x
+    slope = sum((d - mean_x) * (s - mean_y) for d, s in rows) / var
+    slope = max(slope, 0.0)
+    return max(mean_y - slope * mean_x, 0.0), slope
 
 
 def _vague(plan: Plan) -> list[str]:
@@ -211,28 +229,36 @@ def preflight(conn: duckdb.DuckDBPyConnection, plan: Plan) -> Preflight:
     window_days = [spec.window.start + dt.timedelta(days=i) for i in range(plan.window_days)]
     evidence_ready = table_exists(conn, "backfill", "partition_evidence") and not missing_tables
     total_eta = 0.0
+    todo_by_version = {}
     for version in plan.version_names:
         current = _current_days(conn, plan, version) if evidence_ready else set()
-        todo = [d for d in window_days if d not in current]
-        runs = _runs(todo, spec.chunk_days)
-        per_day = _seconds_per_day(conn, plan, version) if evidence_ready else None
+        todo_by_version[version] = (current, [d for d in window_days if d not in current])
+    # One backfill builds every selected version of a chunk in the same run.
+    runs = _runs([d for _, todo in todo_by_version.values() for d in todo], spec.chunk_days)
+    total_eta = runs * RUN_OVERHEAD_S if runs else 0.0
+    for version, (current, todo) in todo_by_version.items():
+        cost = build_cost(conn, plan, version) if evidence_ready else None
         if not todo:
             eta = 0.0
-        elif per_day is not None:
-            eta = len(todo) * (per_day + EVENTS_PER_DAY_S) + runs * RUN_OVERHEAD_S
+        elif cost is not None:
+            fixed, per_day = cost
+            eta = runs * fixed + len(todo) * (per_day + EVENTS_PER_DAY_S)
         else:
             eta = None
-        report.work.append(VersionWork(version, len(todo), runs, per_day, eta))
+        report.work.append(VersionWork(version, len(todo), runs, cost[1] if cost else None, eta))
         total_eta += eta or 0.0
         lines.append(
-            f"    {version}: {len(todo)} day(s) to build ({len(current)} current), {runs} run(s)"
+            f"    {version}: {len(todo)} day(s) to build ({len(current)} current)"
             + (
-                f", ETA {eta / 60:.1f} min"
-                + (f" (~{per_day:.3f} s of SQL a day)" if per_day is not None else "")
+                f", ~{eta / 60:.1f} min of building"
                 if eta is not None
                 else f", no build times yet: run the canary (sample_{plan.name}_job) for an ETA"
             )
         )
     if all(w.eta_seconds is not None for w in report.work):
-        lines.append(f"    total ETA ~{total_eta / 60:.1f} min (all versions, one writer)")
+        lines.append(
+            f"    {runs} run(s) of up to {spec.chunk_days} days; total ETA ~{total_eta / 60:.1f} "
+            f"min (building, plus ~{RUN_OVERHEAD_S:.0f} s a run and ~{EVENTS_PER_DAY_S} s a day "
+            "and model of Dagster bookkeeping)"
+        )
     return report
