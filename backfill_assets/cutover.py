@@ -83,8 +83,8 @@ def cutover_summary(plan: Plan, gate: Gate, entry: LogEntry) -> str:
         "",
         spec.rollback,
         "",
-        f"From the UI: launch `rollback_{plan.name}_job` with `by` and `reason`. "
-        f"The command line equivalent is in the README.",
+        f"From the UI: Jobs → `rollback_{plan.name}_job`, with config "
+        f"`ops: {{rollback_{plan.name}: {{config: {{by: ..., reason: ...}}}}}}`.",
         "",
     ]
     return "\n".join(lines)
