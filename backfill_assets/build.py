@@ -64,7 +64,7 @@ class BuildResult:
         return [day for day in self.days if not day.passed]
 
 
-def check_sources(conn: duckdb.DuckDBPyConnection, plan: Plan) -> None:
+def check_sources(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> None:
     """Refuse sources that would build wrong history quietly: a missing table or column, or a
     column of another type. (Empty required values are a window check, ``sources_are_valid``:
     scanning every source row for them costs more than a one-day repair.)"""
@@ -72,7 +72,7 @@ def check_sources(conn: duckdb.DuckDBPyConnection, plan: Plan) -> None:
         schema, name = table.split(".")
         if not table_exists(conn, schema, name):
             raise BuildError(
-                f"{plan.name}: source table {table} does not exist. Fix: seed or load it "
+                f"{plan.name}/{version}: source table {table} does not exist. Fix: seed or load it "
                 "(backfill-assets seed / load)."
             )
         actual = {
@@ -82,14 +82,15 @@ def check_sources(conn: duckdb.DuckDBPyConnection, plan: Plan) -> None:
         for column, expected in RAW_TABLES[table].items():
             if column not in actual:
                 raise BuildError(
-                    f"{plan.name}: source {table} has no column {column} ({expected}); it has "
-                    f"{list(actual)}. Fix: reload it with backfill-assets load, which checks files."
+                    f"{plan.name}/{version}: source {table} has no column {column} "
+                    f"({expected}); it has {list(actual)}. Fix: reload it with "
+                    "backfill-assets load, which checks files."
                 )
             if actual[column] != expected:
                 raise BuildError(
-                    f"{plan.name}: source column {table}.{column} is {actual[column]}, expected "
-                    f"{expected}. Fix: reload it with backfill-assets load, which converts and "
-                    "checks every value."
+                    f"{plan.name}/{version}: source column {table}.{column} is "
+                    f"{actual[column]}, expected {expected}. Fix: reload it with "
+                    "backfill-assets load, which converts and checks every value."
                 )
 
 
@@ -206,7 +207,7 @@ def build_window(
         )
     ensure_schema(conn)
     started = time.perf_counter()
-    check_sources(conn, plan)
+    check_sources(conn, plan, version)
     _stage(conn, plan, version, start, end)
     stage_fingerprints(conn, plan, start, end)
     days = run_partition_checks(conn, plan, version, STAGE, start, end)
