@@ -5,8 +5,10 @@
   of it, with the cutover summary as metadata.
 - Window checks of ``analytics/<plan>``: whether a version (the candidate unless configured) is
   fit to publish, over the plan's whole window. They sit on the published asset, not on the
-  partitioned models, so a chunked backfill does not re-run them for every chunk; run them with
-  ``window_checks_<plan>_job`` after a backfill. The promotion job evaluates them itself.
+  partitioned models, so a chunked backfill does not re-run them for every chunk. They run in
+  ``window_checks_<plan>_job``, launched by ``window_checks_<plan>_sensor`` once writes to the
+  plan have settled, and every morning by ``monitor_<plan>_schedule`` for the published
+  version. The promotion job evaluates them itself.
 - ``promote_<plan>_job`` and ``rollback_<plan>_job``: the cutover and its undo.
 """
 
