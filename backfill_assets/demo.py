@@ -22,6 +22,7 @@ from backfill_assets.catalog import shipped_plans
 from backfill_assets.dagster_dev import DagsterDev
 from backfill_assets.definitions import defs as lazy_defs
 from backfill_assets.plan import Plan
+from backfill_assets.publish import evaluate_gate, published_version
 from backfill_assets.reconcile import reconcile
 from backfill_assets.report import verdict, write_html
 from backfill_assets.seed import generate
@@ -105,9 +106,13 @@ def _report(conn: duckdb.DuckDBPyConnection, plan: Plan) -> None:
     path = write_html(recon, settings.reports_dir() / plan.name / "reconciliation.html")
     print(f"    reconciliation: {verdict(recon)}\n    report: {path}")
     summaries = sorted((settings.reports_dir() / plan.name).glob("cutover-*.md"))
-    if summaries:
+    if published_version(conn, plan) == plan.spec.candidate and summaries:
         print(f"\n  {plan.name}: cutover summary ({summaries[-1]})\n")
         print("    " + summaries[-1].read_text().replace("\n", "\n    "))
+    else:
+        approver = _promotion_config(plan)["ops"][f"promote_{plan.name}"]["config"]["approved_by"]
+        gate = evaluate_gate(conn, plan, plan.spec.candidate, approver)
+        print("\n    " + gate.report().replace("\n", "\n    "))
 
 
 def run_demo(orders_per_day: int = 200, seed: int = 42) -> int:
