@@ -564,7 +564,7 @@ def test_sample_job_fails_on_a_defective_sample_day(warehouse_file, instance, fc
 def test_eta_after_canary_against_the_real_full_build(
     warehouse_file, instance, fct_orders, record_property
 ):
-    """The issue asks for an ETA within a factor of two of the real build time, reported, not
+    """The runbook wants an ETA within a factor of two of the real build time, reported, not
     time-asserted: this machine is shared and timings are noisy, so the test asserts the ETA
     exists and is positive, prints both figures and their ratio, and records them as test
     properties (junit XML) without failing on the ratio.
