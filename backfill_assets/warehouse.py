@@ -157,6 +157,12 @@ def _lock_holder(error: duckdb.Error) -> str:
     return f"PID {pid}" + (f" ({command[:120]})" if command else "")
 
 
+# DuckDB's own default is 80% of the machine's memory. A run that reads two years of orders
+# (the window checks, a promotion) would take ~1.8 GB for hash tables it can spill instead:
+# capped at 1 GB, its process peaks near 1.3 GB and takes ~10% longer (docs/benchmarks.md).
+MEMORY_LIMIT = "1GB"
+
+
 def connect_waiting(path: str, wait_seconds: float, config: dict | None = None):
     """Open the warehouse for writing, waiting up to ``wait_seconds`` for another writer.
 
@@ -168,7 +174,7 @@ def connect_waiting(path: str, wait_seconds: float, config: dict | None = None):
     pause = 0.5
     while True:
         try:
-            conn = duckdb.connect(path, config=config or {})
+            conn = duckdb.connect(path, config={"memory_limit": MEMORY_LIMIT, **(config or {})})
             # No terminal progress bar: run logs and sensor ticks are not terminals.
             conn.execute("SET enable_progress_bar = false")
             return conn
@@ -195,7 +201,8 @@ def session(resource: DuckDBResource) -> Iterator[duckdb.DuckDBPyConnection]:
     for another writer to let go of the file.
     """
     wait = getattr(resource, "lock_wait_seconds", 120)
-    conn = connect_waiting(resource.database, wait, dict(resource.connection_config))
+    config = {"memory_limit": getattr(resource, "memory_limit", MEMORY_LIMIT)}
+    conn = connect_waiting(resource.database, wait, {**config, **resource.connection_config})
     with closing(conn):
         yield conn
 
@@ -222,7 +229,7 @@ def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
 def open_read_only(path: str) -> duckdb.DuckDBPyConnection:
     """A read-only connection for sensors and reports; raises ``duckdb.Error`` at once (no
     retries) when another process holds the file for writing."""
-    return duckdb.connect(path, read_only=True)
+    return duckdb.connect(path, read_only=True, config={"memory_limit": MEMORY_LIMIT})
 
 
 def table_exists(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:

@@ -6,11 +6,14 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import pytest
 
 from backfill_assets.catalog import shipped_plans
+from backfill_assets.defs.resources import Warehouse
 from backfill_assets.demo import load_definitions
 from backfill_assets.settings import PROJECT_DIR
+from backfill_assets.warehouse import session
 
 
 @pytest.fixture(scope="module")
@@ -95,3 +98,24 @@ def test_dg_check_defs_passes(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "All definitions loaded successfully" in result.stdout + result.stderr
+
+
+def test_a_runs_warehouse_connection_is_capped_at_the_resources_memory_limit(warehouse_file):
+    """Whole-window checks would otherwise let DuckDB take 80% of the machine's memory."""
+
+    def limit(config: dict) -> str:
+        with duckdb.connect(config=config) as conn:
+            return conn.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+
+    shipped = load_definitions().resources["warehouse"]
+    with session(shipped) as conn:
+        assert conn.execute("SELECT current_setting('memory_limit')").fetchone()[0] == limit(
+            {"memory_limit": "1GB"}
+        )
+    assert limit({}) != limit({"memory_limit": "1GB"})  # DuckDB's own default is larger
+
+    smaller = Warehouse(database=str(warehouse_file), memory_limit="300MB")
+    with session(smaller) as conn:
+        assert conn.execute("SELECT current_setting('memory_limit')").fetchone()[0] == limit(
+            {"memory_limit": "300MB"}
+        )

@@ -27,7 +27,12 @@ from backfill_assets.build import build_window
 from backfill_assets.catalog import plan_named, shipped_plans
 from backfill_assets.defs.sensors import LateDataPolicy
 from backfill_assets.demo import load_definitions
-from backfill_assets.late import append_late_rows, find_repairs
+from backfill_assets.late import (
+    append_late_rows,
+    days_with_new_rows,
+    find_repairs,
+    source_probes,
+)
 from backfill_assets.publish import ensure_view
 from backfill_assets.seed import generate
 from backfill_assets.warehouse import ensure_raw_tables, ensure_schema
@@ -301,6 +306,65 @@ def test_sensor_requests_each_late_day_once_per_change_for_every_built_version(w
         assert request.run_key not in first_keys
         assert run_key_parts(request.run_key)[3] != earlier[plan_day(request)]
     assert set(json.loads(cursor)["requested"]) == first_keys | {r.run_key for r in third}
+    # The sources only grew, by rows newer than the last look: the tick compared only the days
+    # those rows reach, not the whole window.
+    assert "daily_revenue (1 days with new rows)" in json.loads(cursor)["seen"]
+
+
+def test_narrowed_scan_finds_what_the_full_scan_finds_when_appended_rows_reach_other_days(
+    warehouse,
+):
+    """A re-send that moves an order from day A to day B, and a late refund (day E) of an order
+    placed on day C: the days they reach are compared, and nothing else is needed."""
+    tables = sorted({t for plan in shipped_plans() for t in plan.spec.sources})
+    with connect(warehouse) as conn:
+        before = source_probes(conn, tables)
+        moved, a = conn.execute(
+            "SELECT order_id, CAST(order_ts AS DATE) FROM raw.orders "
+            "WHERE CAST(order_ts AS DATE) = ? ORDER BY order_id LIMIT 1",
+            [D1],
+        ).fetchone()
+        b = D2
+        refunded, c = conn.execute(
+            "SELECT order_id, CAST(order_ts AS DATE) FROM raw.orders "
+            "WHERE CAST(order_ts AS DATE) = ? AND order_id <> ? ORDER BY order_id LIMIT 1",
+            [D3, moved],
+        ).fetchone()
+        e = D3 + dt.timedelta(days=5)
+        conn.execute(
+            "INSERT INTO raw.orders SELECT order_id, customer_id, region, "
+            "order_ts + INTERVAL (?) DAY, amount, 'shipped', ? FROM raw.orders "
+            "WHERE order_id = ? QUALIFY row_number() OVER (ORDER BY ingested_at DESC) = 1",
+            [(b - a).days, ARRIVED, moved],
+        )
+        conn.execute(
+            "INSERT INTO raw.refunds SELECT max(refund_id) + 1, ?, ?, 1.00, ? FROM raw.refunds",
+            [refunded, dt.datetime.combine(e, dt.time(10)), ARRIVED],
+        )
+        now = source_probes(conn, tables)
+        for plan in shipped_plans():
+            days = days_with_new_rows(conn, plan, before, now)
+            assert days is not None, plan.name
+            narrowed = find_repairs(conn, [plan], {plan.name: days})
+            full = find_repairs(conn, [plan])
+            assert narrowed.repairs == full.repairs, plan.name
+            changed = {r.day for r in full.repairs}
+            assert {a, b} <= changed
+            if plan.name == "daily_revenue":
+                assert {c, e} <= changed  # the refund changes its own day and its order's
+            assert set(days) >= changed
+            assert len(days) < plan.window_days  # and not the whole window
+
+        # A back-dated row (ingested before the newest the last look saw): only a full
+        # comparison can tell what it changed.
+        conn.execute(
+            "INSERT INTO raw.refunds SELECT max(refund_id) + 1, ?, ?, 1.00, ? FROM raw.refunds",
+            [refunded, dt.datetime.combine(e, dt.time(11)), dt.datetime(2024, 1, 1)],
+        )
+        assert (
+            days_with_new_rows(conn, plan_named("daily_revenue"), now, source_probes(conn, tables))
+            is None
+        )
 
 
 def test_sensor_skips_while_this_process_holds_the_warehouse_for_writing(warehouse, instance):
@@ -602,9 +666,41 @@ def test_window_check_sensor_waits_for_writes_to_settle_then_requests_once(wareh
             "WHERE model = ? AND run_id = 'repair-write'",
             ["daily_revenue"],
         )
-    second, _ = tick(defs, instance, sensor_name, cursor=cursor)
+    second, cursor = tick(defs, instance, sensor_name, cursor=cursor)
     assert isinstance(second, dg.RunRequest), second
     assert second.run_key.startswith("daily_revenue:") and second.run_key != first_key
+
+
+def test_window_check_sensor_skips_when_the_checks_already_ran_after_the_write(warehouse, instance):
+    """Someone launched the window-check job by hand after the last write: the sensor must
+    not queue the same checks again (on two years they take a minute of the writer pool)."""
+    revenue = plan_named("daily_revenue")
+    sensor_name = "window_checks_daily_revenue_sensor"
+    with connect(warehouse) as conn:
+        build_window(conn, revenue, "v2", D1, D1 + dt.timedelta(days=1), "settled-write")
+        conn.execute(
+            "UPDATE backfill.partition_evidence "
+            "SET written_at = now()::TIMESTAMP - INTERVAL 2 MINUTE WHERE model = ?",
+            ["daily_revenue"],
+        )
+    defs = load_defs(warehouse)
+    by_hand = defs.resolve_job_def("window_checks_daily_revenue_job").execute_in_process(
+        instance=instance, run_config=QUIET, raise_on_error=False
+    )
+    assert by_hand.run_id
+
+    skipped, cursor = tick(defs, instance, sensor_name)
+    assert isinstance(skipped, dg.SkipReason), skipped
+    assert "window_checks_daily_revenue_job already ran after the write" in skipped.skip_message
+    # The other plan's checks never ran: its sensor still asks for them.
+    with connect(warehouse) as conn:
+        conn.execute(
+            "UPDATE backfill.partition_evidence "
+            "SET written_at = now()::TIMESTAMP - INTERVAL 2 MINUTE WHERE model = ?",
+            ["fct_orders"],
+        )
+    other, _ = tick(defs, instance, "window_checks_fct_orders_sensor")
+    assert isinstance(other, dg.RunRequest), other
 
 
 # --------------------------------------------------------------------------------------------

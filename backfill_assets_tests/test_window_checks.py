@@ -437,6 +437,37 @@ def test_unknown_customer_fails_referential_integrity_naming_its_orders_days(gen
         assert list(day.checks[NULL_RATES_WITHIN_LIMITS]["over_limit"]) == ["customer_segment"]
 
 
+def test_customer_known_only_after_an_orders_day_fails_referential_integrity_for_it(generated):
+    """A customer whose history starts the day after one of its orders: that order (and any
+    earlier one) offends, its later orders do not."""
+    plan = windowed("fct_orders")
+    customer = latest_orders_of_day(generated, DAY)[0][1]
+    starts = dt.datetime.combine(DAY + dt.timedelta(days=1), dt.time(12))
+    expected = generated.execute(
+        f"SELECT CAST(order_ts AS DATE) AS day, CAST(order_id AS VARCHAR) AS key "
+        f"FROM ({LATEST}) WHERE customer_id = ? AND order_ts >= ? AND order_ts < ? "
+        "AND CAST(order_ts AS DATE) <= ? ORDER BY day, key",
+        [customer, FIRST, END, DAY],
+    ).fetchall()
+    later = generated.execute(
+        f"SELECT count(*) FROM ({LATEST}) WHERE customer_id = ? AND order_ts >= ? AND order_ts < ?",
+        [customer, starts, END],
+    ).fetchone()[0]
+    assert expected and DAY in {day for day, _ in expected}
+    assert later > 0  # so the exact count below also shows later orders do not offend
+    generated.execute(
+        "UPDATE raw.customers SET valid_from = greatest(valid_from, ?) WHERE customer_id = ?",
+        [starts, customer],
+    )
+
+    build_window(generated, plan, "v2", FIRST, END, "run-v2")
+    known = by_name(run_window_checks(generated, plan, "v2"))[CUSTOMER_KNOWN]
+
+    assert not known.passed
+    assert known.figures["offending_rows"] == len(expected)
+    assert known.figures["first_keys"] == [key for _, key in expected][:20]
+
+
 # --------------------------------------------------------------------------------------------
 # 2f. A v2 change no rule explains
 # --------------------------------------------------------------------------------------------

@@ -12,6 +12,8 @@
 - ``promote_<plan>_job`` and ``rollback_<plan>_job``: the cutover and its undo.
 """
 
+import datetime as dt
+
 import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
@@ -34,6 +36,7 @@ from backfill_assets.window_checks import WindowCheck, run_window_checks, window
 
 PUBLISHED = "published"  # window-check config: the version users see now
 SETTLE_SECONDS = 60  # quiet time after the last write before window checks run
+SCHEDULE_TAG = "dagster/schedule_name"  # the tag Dagster puts on runs a schedule launched
 
 CHECK_DESCRIPTIONS = {
     "window_is_complete": "Every day of the window has evidence and enough rows.",
@@ -272,6 +275,16 @@ def build_published(plan: Plan) -> dg.Definitions:
         if not settled:
             return dg.SkipReason(f"writes at {last} still settling ({SETTLE_SECONDS}s)")
         context.update_cursor(str(last))
+        # Someone already evaluated the candidate's checks after that write (the job launched by
+        # hand, or a promotion, which evaluates them itself): another run would only repeat it.
+        # The monitoring schedule's runs check the published version, so they do not count.
+        since = last.replace(tzinfo=dt.UTC)
+        for job_name in (window_job.name, promote_job.name):
+            records = context.instance.get_run_records(
+                dg.RunsFilter(job_name=job_name, created_after=since), limit=10
+            )
+            if any(SCHEDULE_TAG not in r.dagster_run.tags for r in records):
+                return dg.SkipReason(f"{job_name} already ran after the write at {last}")
         return dg.RunRequest(run_key=f"{plan.name}:{last}")
 
     monitor = dg.ScheduleDefinition(

@@ -5,6 +5,7 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from backfill_assets.settings import warehouse_path
+from backfill_assets.warehouse import MEMORY_LIMIT
 
 
 class Warehouse(DuckDBResource):
@@ -13,6 +14,11 @@ class Warehouse(DuckDBResource):
     lock_wait_seconds: int = Field(
         default=120,
         description="How long a run waits for another process to release the warehouse file.",
+    )
+    memory_limit: str = Field(
+        default=MEMORY_LIMIT,
+        description="DuckDB's memory_limit for a run's connection; past it DuckDB spills to "
+        "disk. Raise it on a bigger machine.",
     )
 
 

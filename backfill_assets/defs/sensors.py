@@ -1,8 +1,9 @@
 """Sensors: repair days whose sources changed; re-check windows after their days are rewritten.
 
 ``late_data_sensor`` probes every source table (milliseconds), and for each plan whose sources
-moved compares every built day with its sources in one statement, asking for one run per
-changed (plan, day) that rebuilds every built version of that day together. The run key carries
+moved compares the built days with their sources (only the days that appended rows reach, when
+the sources only grew; every day otherwise), asking for one run per changed (plan, day) that
+rebuilds every built version of that day together. The run key carries
 the new fingerprint, so the daemon launches each change once. At most ``max_repairs_per_tick``
 new requests go out per tick, oldest day first; the rest wait for the next tick. A full scan of
 every plan runs at least every ``full_scan_minutes``.
@@ -24,7 +25,7 @@ from pydantic import Field
 
 from backfill_assets.catalog import shipped_plans
 from backfill_assets.defs.models import model_key
-from backfill_assets.late import find_repairs, source_probes
+from backfill_assets.late import days_with_new_rows, find_repairs, source_probes
 from backfill_assets.plan import Plan
 from backfill_assets.warehouse import open_read_only
 
@@ -57,6 +58,16 @@ def plans_to_scan(
     return [p for p in plans if any(probes[t] != before.get(t) for t in p.spec.sources)]
 
 
+def scope(scanned: list[Plan], narrowed: dict[str, list]) -> str:
+    """What a tick compared: 'daily_revenue (3 days with new rows), fct_orders (whole window)'."""
+    return ", ".join(
+        f"{p.name} ({len(narrowed[p.name])} days with new rows)"
+        if p.name in narrowed
+        else f"{p.name} (whole window)"
+        for p in scanned
+    )
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
     plans = list(shipped_plans())
@@ -86,7 +97,13 @@ def defs() -> dg.Definitions:
             with open_read_only(warehouse.database) as conn:
                 probes = source_probes(conn, sources)
                 scanned = plans_to_scan(plans, probes, cursor, full_scan_due)
-                scan = find_repairs(conn, scanned) if scanned else None
+                narrowed = {}
+                if scanned and not (full_scan_due or cursor.get("waiting")):
+                    for plan in scanned:
+                        days = days_with_new_rows(conn, plan, cursor["probes"], probes)
+                        if days is not None:
+                            narrowed[plan.name] = days
+                scan = find_repairs(conn, scanned, narrowed) if scanned else None
         except duckdb.Error as error:
             return dg.SkipReason(f"warehouse not readable now, trying next tick: {error}")
         if scan is None:
@@ -99,7 +116,7 @@ def defs() -> dg.Definitions:
         context.update_cursor(
             json.dumps(
                 {
-                    "seen": f"scanned {', '.join(p.name for p in scanned)}: {seen}",
+                    "seen": f"scanned {scope(scanned, narrowed)}: {seen}",
                     "requested": remembered[-REMEMBERED_KEYS:],
                     "waiting": len(new) - len(chosen),
                     "probes": probes,

@@ -1,16 +1,22 @@
 -- Explained difference: duplicates removed.
 -- Legacy counts every re-sent version of an order; v2 counts only the latest. Each version that
 -- is not the latest takes its order and amount away, on its own day and region.
-WITH ranked AS (
-    SELECT
-        *,
-        row_number() OVER (
-            PARTITION BY order_id ORDER BY ingested_at DESC, order_ts DESC, amount, status
-        ) AS newest_first
+-- Only re-sent orders (more than one version, one of them in the window) have such versions,
+-- so only they are ranked.
+WITH resent AS (
+    SELECT order_id
     FROM raw.orders
-    WHERE order_id IN (
-        SELECT order_id FROM raw.orders WHERE order_ts >= $start AND order_ts < $end
-    )
+    GROUP BY order_id
+    HAVING count(*) > 1 AND bool_or(order_ts >= $start AND order_ts < $end)
+),
+ranked AS (
+    SELECT
+        o.*,
+        row_number() OVER (
+            PARTITION BY o.order_id ORDER BY o.ingested_at DESC, o.order_ts DESC, o.amount, o.status
+        ) AS newest_first
+    FROM raw.orders AS o
+    JOIN resent USING (order_id)
 )
 SELECT
     CAST(order_ts AS DATE) AS order_date,

@@ -2,19 +2,26 @@
 -- v2 drops orders whose latest status is cancelled or test, with their refunds. The order leaves
 -- its latest version's day and region; its refunds leave the day and region where legacy put
 -- them (the first-ingested version's).
-WITH versions AS (
+-- Only orders with some version cancelled or test can end that way, so only they are ranked.
+WITH suspects AS (
+    SELECT DISTINCT order_id
+    FROM raw.orders
+    WHERE status IN ('cancelled', 'test')
+      AND order_id IN (
+          SELECT order_id FROM raw.orders WHERE order_ts >= $start AND order_ts < $end
+      )
+),
+versions AS (
     SELECT
-        *,
+        o.*,
         row_number() OVER (
-            PARTITION BY order_id ORDER BY ingested_at DESC, order_ts DESC, amount, status
+            PARTITION BY o.order_id ORDER BY o.ingested_at DESC, o.order_ts DESC, o.amount, o.status
         ) AS newest_first,
         row_number() OVER (
-            PARTITION BY order_id ORDER BY ingested_at ASC, order_ts ASC, amount, status
+            PARTITION BY o.order_id ORDER BY o.ingested_at ASC, o.order_ts ASC, o.amount, o.status
         ) AS oldest_first
-    FROM raw.orders
-    WHERE order_id IN (
-        SELECT order_id FROM raw.orders WHERE order_ts >= $start AND order_ts < $end
-    )
+    FROM raw.orders AS o
+    JOIN suspects USING (order_id)
 ),
 excluded AS (
     SELECT order_id FROM versions

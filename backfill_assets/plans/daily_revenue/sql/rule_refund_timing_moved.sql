@@ -3,8 +3,14 @@
 -- the refund's own day, in the region of the order's latest version. For every refund of a kept
 -- order (latest status neither cancelled nor test) the amount leaves the legacy place and
 -- arrives at the v2 place; each side counts where its day is in the window.
-WITH touched AS (
-    SELECT order_id FROM raw.orders WHERE order_ts >= $start AND order_ts < $end
+-- Only orders with a refund matter, so only their versions are ranked.
+WITH refunded AS (
+    SELECT DISTINCT order_id FROM raw.refunds
+),
+touched AS (
+    SELECT order_id FROM raw.orders
+    WHERE order_ts >= $start AND order_ts < $end
+      AND order_id IN (SELECT order_id FROM refunded)
     UNION
     SELECT order_id FROM raw.refunds WHERE refund_ts >= $start AND refund_ts < $end
 ),
