@@ -4,17 +4,14 @@
 -- Every raw order row counts (re-sent versions count again), every status included, each row on
 -- its own day and region. A refund is subtracted on the day and in the region of the
 -- first-ingested version of its order.
-WITH window_orders AS (
-    SELECT DISTINCT order_id
+WITH first_version AS (
+    SELECT *
     FROM raw.orders
-    WHERE order_ts >= $start AND order_ts < $end
-),
-first_version AS (
-    SELECT o.*
-    FROM raw.orders AS o
-    JOIN window_orders USING (order_id)
+    WHERE order_id IN (
+        SELECT order_id FROM raw.orders WHERE order_ts >= $start AND order_ts < $end
+    )
     QUALIFY row_number() OVER (
-        PARTITION BY o.order_id ORDER BY o.ingested_at ASC, o.order_ts ASC, o.amount, o.status
+        PARTITION BY order_id ORDER BY ingested_at ASC, order_ts ASC, amount, status
     ) = 1
 ),
 order_rows AS (

@@ -5,17 +5,19 @@
 -- Only the latest version of each order counts (greatest ingested_at). Orders whose latest status
 -- is cancelled or test are excluded, with their refunds. A refund is subtracted on the refund's
 -- own day, in the region of the order's latest version.
+-- The orders a window needs are those with a version or a refund in it (a semi-join: DuckDB
+-- reads only the row groups their ids fall in, not the whole history).
 WITH touched AS (
     SELECT order_id FROM raw.orders WHERE order_ts >= $start AND order_ts < $end
-    UNION
+    UNION ALL
     SELECT order_id FROM raw.refunds WHERE refund_ts >= $start AND refund_ts < $end
 ),
 latest AS (
-    SELECT o.*
-    FROM raw.orders AS o
-    JOIN touched USING (order_id)
+    SELECT *
+    FROM raw.orders
+    WHERE order_id IN (SELECT order_id FROM touched)
     QUALIFY row_number() OVER (
-        PARTITION BY o.order_id ORDER BY o.ingested_at DESC, o.order_ts DESC, o.amount, o.status
+        PARTITION BY order_id ORDER BY ingested_at DESC, order_ts DESC, amount, status
     ) = 1
 ),
 kept AS (

@@ -2,15 +2,14 @@
 -- Grain: one row per order_id (its latest version), on the latest version's UTC order day.
 -- Window: [$start, $end). Every status included.
 -- customer_segment is the segment valid at order_ts (point in time): [valid_from, valid_to).
-WITH window_orders AS (
-    SELECT DISTINCT order_id FROM raw.orders WHERE order_ts >= $start AND order_ts < $end
-),
-latest AS (
-    SELECT o.*
-    FROM raw.orders AS o
-    JOIN window_orders USING (order_id)
+WITH latest AS (
+    SELECT *
+    FROM raw.orders
+    WHERE order_id IN (
+        SELECT order_id FROM raw.orders WHERE order_ts >= $start AND order_ts < $end
+    )
     QUALIFY row_number() OVER (
-        PARTITION BY o.order_id ORDER BY o.ingested_at DESC, o.order_ts DESC, o.amount, o.status
+        PARTITION BY order_id ORDER BY ingested_at DESC, order_ts DESC, amount, status
     ) = 1
 )
 SELECT
