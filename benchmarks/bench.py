@@ -150,7 +150,8 @@ def _vm_hwm_mb(pid: int) -> float:
 
 def _dagster_peak_rss(dagster_home: Path, peaks: dict[int, tuple[str, float]]) -> None:
     """Record VmHWM of the processes of this Dagster home that do the work, which come and go:
-    run workers (``dagster api execute_run``) and the code server that evaluates sensors."""
+    run workers (the code server starts each run in a ``multiprocessing`` child) and the code
+    server itself, which evaluates the sensors."""
     marker = f"DAGSTER_HOME={dagster_home.resolve()}".encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -162,7 +163,7 @@ def _dagster_peak_rss(dagster_home: Path, peaks: dict[int, tuple[str, float]]) -
             continue
         if marker not in environ:
             continue
-        if b"api execute_run" in cmdline:
+        if b"spawn_main" in cmdline:
             kind = "run"
         elif b"api grpc" in cmdline:
             kind = "code server"
@@ -179,10 +180,6 @@ def _narrowed_tick(conn, plans: list[Plan], tables: list[str], before: dict[str,
     assert all(d is not None for d in narrowed.values()), "appended rows should narrow the scan"
     scan = find_repairs(conn, plans, narrowed)
     return ", ".join(f"{k}: {len(v)}" for k, v in narrowed.items()), scan
-
-
-def _start(run: dict) -> float:
-    return run["startTime"]
 
 
 def _end_to_end(workdir: Path, warehouse: Path, plans, first: dt.date, last: dt.date) -> dict:
@@ -236,7 +233,8 @@ def _end_to_end(workdir: Path, warehouse: Path, plans, first: dt.date, last: dt.
             """,
             {"ids": [r["id"] for r in state.runs]},
         )["runsOrError"]["results"]
-        runs = sorted((r for r in runs if r["startTime"] and r["endTime"]), key=_start)
+        runs = [r for r in runs if r["startTime"] and r["endTime"]]
+        runs.sort(key=lambda r: r["startTime"])
         durations = [r["endTime"] - r["startTime"] for r in runs]
         figures["mean_run_s"] = sum(durations) / max(len(durations), 1)
         # Between one chunk's end and the next one's start: the queue's look for a free pool
