@@ -151,15 +151,24 @@ def find_repairs(
     """Every built day, of every plan, whose sources changed since it was built.
 
     ``only_days`` narrows a plan's comparison to those days (from ``days_with_new_rows``);
-    a plan not in it is compared over its whole window.
+    a plan not in it is compared over all its built days.
     """
     repairs: list[Repair] = []
     outside: dict[str, int] = {}
     for plan in plans:
         window = plan.spec.window
         end = window.end + dt.timedelta(days=1)
-        ranges = [(window.start, end)]
-        if only_days is not None and plan.name in only_days:
+        # Only built days can have changed: compare from the first to the last of them (a
+        # backfill that has just started has none, and costs nothing to scan).
+        first_built, last_built = conn.execute(
+            "SELECT min(day), max(day) FROM backfill.partition_evidence "
+            "WHERE model = ? AND day >= ? AND day < ?",
+            [plan.name, window.start, end],
+        ).fetchone()
+        ranges = []
+        if first_built is not None:
+            ranges = [(first_built, last_built + dt.timedelta(days=1))]
+        if first_built is not None and only_days is not None and plan.name in only_days:
             narrowed = _day_ranges(only_days[plan.name])
             # Each range is one statement (~0.1 s); past a few dozen, one over the window wins.
             if len(narrowed) <= MAX_RANGES:

@@ -309,6 +309,8 @@ def test_sensor_requests_each_late_day_once_per_change_for_every_built_version(w
     # The sources only grew, by rows newer than the last look: the tick compared only the days
     # those rows reach, not the whole window.
     assert "daily_revenue (1 days with new rows)" in json.loads(cursor)["seen"]
+    # ...which is no full scan: the clock of the periodic full scan (edits in place) runs on.
+    assert json.loads(cursor)["full_scan_at"] == json.loads(cursor_after_skip)["full_scan_at"]
 
 
 def test_narrowed_scan_finds_what_the_full_scan_finds_when_appended_rows_reach_other_days(
@@ -405,6 +407,23 @@ def test_find_repairs_ignores_days_outside_the_window_and_says_how_many(warehous
         ("daily_revenue", february_day),
     ]
     assert full.outside_window == {"daily_revenue": 0}
+
+
+def test_days_never_built_are_not_repaired_however_their_sources_change(
+    warehouse_file: Path,
+):
+    """A backfill half done: late rows on a built and on a not-yet-built day; only the built
+    day is a repair (the other one will be built from the current sources anyway)."""
+    revenue = plan_named("daily_revenue")
+    january_day, march_day = D1, D3
+    with connect(warehouse_file) as conn:
+        generate(conn, FIRST, LAST, orders_per_day=ORDERS_PER_DAY, seed=SEED)
+        build_window(conn, revenue, "v2", FIRST, dt.date(2024, 2, 1), "january")
+        append_late_rows(conn, [january_day, march_day], rows_per_day=2, arrived_at=ARRIVED)
+        scan = find_repairs(conn, [revenue])
+        assert [(r.day, r.versions) for r in scan.repairs] == [(january_day, ("v2",))]
+        # Nothing built at all: nothing to compare.
+        assert find_repairs(conn, [plan_named("fct_orders")]).repairs == []
 
 
 def test_a_repair_names_only_the_versions_built_for_that_day(warehouse):

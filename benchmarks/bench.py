@@ -198,12 +198,13 @@ def _end_to_end(workdir: Path, warehouse: Path, plans, first: dt.date, last: dt.
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     with DagsterDev(home, str(warehouse)) as dev:
-        started = time.perf_counter()
+        started, launched_at = time.perf_counter(), time.time()
         assets = [[v, p.name] for p in plans for v in p.version_names]
         backfill_id = dev.launch_backfill(assets, first.isoformat(), last.isoformat(), "bench")
         while not (state := dev.backfill(backfill_id)).finished:
             time.sleep(0.5)
         figures["backfill_s"] = time.perf_counter() - started
+        completed_at = time.time()
         figures["runs"] = len(state.runs)
         figures["backfill_status"] = state.status
         check_started = time.perf_counter()
@@ -243,7 +244,8 @@ def _end_to_end(workdir: Path, warehouse: Path, plans, first: dt.date, last: dt.
         figures["mean_gap_s"] = sum(gaps) / max(len(gaps), 1)
         # The backfill daemon's own pace (it wakes every 30 s): launch to the first run's start,
         # and the last run's end to the backfill being marked complete.
-        figures["daemon_s"] = figures["backfill_s"] - (runs[-1]["endTime"] - runs[0]["startTime"])
+        figures["first_run_after_s"] = runs[0]["startTime"] - launched_at
+        figures["completed_after_s"] = completed_at - runs[-1]["endTime"]
     done.set()
     sampler.join()
     figures["peak_run_rss_mb"] = max((mb for k, mb in peaks.values() if k == "run"), default=0)
@@ -428,8 +430,9 @@ def main() -> int:
             rows.append(
                 (
                     "backfill daemon's pace",
-                    f"{e2e['daemon_s']:.0f} s",
-                    "launch to first run, last run to 'completed' (it wakes every 30 s)",
+                    f"{e2e['first_run_after_s'] + e2e['completed_after_s']:.0f} s",
+                    f"launch to first run start {e2e['first_run_after_s']:.0f} s, last run's end "
+                    f"to 'completed' {e2e['completed_after_s']:.0f} s (daemon wakes every 30 s)",
                 )
             )
             chunk = revenue.spec.chunk_days

@@ -120,8 +120,9 @@ def defs() -> dg.Definitions:
                     "requested": remembered[-REMEMBERED_KEYS:],
                     "waiting": len(new) - len(chosen),
                     "probes": probes,
+                    # Only a comparison of every day of every plan resets the full-scan clock.
                     "full_scan_at": now
-                    if len(scanned) == len(plans)
+                    if len(scanned) == len(plans) and not narrowed
                     else cursor.get("full_scan_at", 0),
                 }
             )
