@@ -25,6 +25,7 @@ import duckdb
 
 from backfill_assets import settings
 from backfill_assets.seed import generate, load_source_files
+from backfill_assets.warehouse import check_warehouse_name
 
 
 def _date(text: str) -> dt.date:
@@ -39,6 +40,7 @@ def _date(text: str) -> dt.date:
 def connect() -> duckdb.DuckDBPyConnection:
     """Open the configured warehouse file, creating its folder on first use."""
     path = Path(settings.warehouse_path())
+    check_warehouse_name(str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     return duckdb.connect(str(path))
 

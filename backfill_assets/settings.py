@@ -3,7 +3,8 @@
 The project works with zero configuration: the DuckDB file and the Dagster home sit in the
 project directory. Two environment variables move them:
 
-- ``BACKFILL_WAREHOUSE``: path of the DuckDB file (default ``<project>/warehouse/backfill.duckdb``);
+- ``BACKFILL_WAREHOUSE``: path of the DuckDB file (default
+  ``<project>/warehouse/warehouse.duckdb``; not named like a schema, see ``warehouse.py``);
 - ``DAGSTER_HOME``: the Dagster instance folder (default ``<project>/dagster_home``, which ships
   the ``dagster.yaml`` that serializes warehouse writers).
 
@@ -25,7 +26,7 @@ SHIPPED_DAGSTER_HOME = PROJECT_DIR / "dagster_home"
 def warehouse_path() -> str:
     """The DuckDB file every command and the code location use."""
     configured = os.environ.get("BACKFILL_WAREHOUSE")
-    return configured or str(PROJECT_DIR / "warehouse" / "backfill.duckdb")
+    return configured or str(PROJECT_DIR / "warehouse" / "warehouse.duckdb")
 
 
 def dagster_home() -> Path:

@@ -163,6 +163,27 @@ def _lock_holder(error: duckdb.Error) -> str:
 MEMORY_LIMIT = "1GB"
 
 
+class WarehouseNameError(ValueError):
+    """A warehouse file whose name DuckDB would confuse with one of the project's schemas."""
+
+
+def check_warehouse_name(path: str) -> None:
+    """Refuse a file named like a schema of the project (``backfill.duckdb``, ``raw.duckdb``).
+
+    DuckDB names a file's catalog after its stem; when that equals a schema, every
+    ``backfill.partition_evidence``-style name is ambiguous and DuckDB refuses the statement
+    ("Ambiguous reference to catalog or schema"). Checked before anything is opened or written.
+    """
+    stem = Path(path).stem
+    if path != ":memory:" and stem in SCHEMAS:
+        raise WarehouseNameError(
+            f"The warehouse file {path} is named like the project's schema {stem!r}; DuckDB would "
+            f"find names such as {stem}.<table> ambiguous. Fix: rename the file (for example to "
+            f"{Path(path).with_name('warehouse' + Path(path).suffix)}) and point "
+            "BACKFILL_WAREHOUSE at it."
+        )
+
+
 def connect_waiting(path: str, wait_seconds: float, config: dict | None = None):
     """Open the warehouse for writing, waiting up to ``wait_seconds`` for another writer.
 
@@ -170,6 +191,7 @@ def connect_waiting(path: str, wait_seconds: float, config: dict | None = None):
     this wait and retry. Past the wait it raises ``WarehouseBusyError`` naming the holder and
     the fix; nothing has been written by then.
     """
+    check_warehouse_name(path)
     deadline = time.monotonic() + wait_seconds
     pause = 0.5
     while True:
@@ -229,6 +251,7 @@ def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
 def open_read_only(path: str) -> duckdb.DuckDBPyConnection:
     """A read-only connection for sensors and reports; raises ``duckdb.Error`` at once (no
     retries) when another process holds the file for writing."""
+    check_warehouse_name(path)
     return duckdb.connect(path, read_only=True, config={"memory_limit": MEMORY_LIMIT})
 
 

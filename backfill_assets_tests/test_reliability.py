@@ -47,8 +47,10 @@ from backfill_assets.publish import ensure_view, evaluate_gate, promote, publish
 from backfill_assets.seed import generate
 from backfill_assets.warehouse import (
     WarehouseBusyError,
+    WarehouseNameError,
     connect_waiting,
     ensure_schema,
+    open_read_only,
     raw_table_ddl,
     table_exists,
 )
@@ -809,6 +811,28 @@ def test_sigkill_during_promotion_leaves_view_and_log_on_one_version(
 
 # --------------------------------------------------------------------------------------------
 # 3. The warehouse held by another process
+
+
+@pytest.mark.parametrize("name", ["backfill.duckdb", "raw.duckdb", "analytics.db"])
+def test_a_warehouse_file_named_like_a_schema_is_refused_before_anything_is_written(
+    name, tmp_path, monkeypatch, capsys
+):
+    """DuckDB names the catalog after the file; ``backfill.duckdb`` would make every
+    ``backfill.<table>`` ambiguous and fail half-way. Refused up front, naming the fix."""
+    path = tmp_path / name
+    with pytest.raises(WarehouseNameError) as error:
+        connect_waiting(str(path), 1)
+    assert "rename the file" in str(error.value) and str(path) in str(error.value)
+    with pytest.raises(WarehouseNameError):
+        open_read_only(str(path))
+    monkeypatch.setenv("BACKFILL_WAREHOUSE", str(path))
+    code = cli.main(["seed", "--start", "2024-01-01", "--end", "2024-01-02"])
+    assert code == 1
+    assert "BACKFILL_WAREHOUSE" in capsys.readouterr().err
+    assert not path.exists()
+    # Positive control: the same folder with the default file name takes the seed.
+    monkeypatch.setenv("BACKFILL_WAREHOUSE", str(tmp_path / "warehouse.duckdb"))
+    assert cli.main(["seed", "--start", "2024-01-01", "--end", "2024-01-02"]) == 0
 
 
 def test_connect_waiting_names_the_process_holding_the_warehouse(built_base, tmp_path):
