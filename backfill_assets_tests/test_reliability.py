@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +35,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from backfill_assets import cli, dagster_dev
+from backfill_assets import cli, dagster_dev, settings
 from backfill_assets.build import BuildError, build_window
 from backfill_assets.catalog import plan_named
 from backfill_assets.defs.models import build_model_asset
@@ -833,6 +833,15 @@ def test_a_warehouse_file_named_like_a_schema_is_refused_before_anything_is_writ
     # Positive control: the same folder with the default file name takes the seed.
     monkeypatch.setenv("BACKFILL_WAREHOUSE", str(tmp_path / "warehouse.duckdb"))
     assert cli.main(["seed", "--start", "2024-01-01", "--end", "2024-01-02"]) == 0
+
+
+def test_the_default_warehouse_file_name_works_with_the_projects_schemas(tmp_path, monkeypatch):
+    """What the quick start opens: the default file name must not clash with a schema."""
+    monkeypatch.delenv("BACKFILL_WAREHOUSE", raising=False)
+    name = Path(settings.warehouse_path()).name
+    with closing(connect_waiting(str(tmp_path / name), 1)) as conn:
+        ensure_schema(conn)
+        assert conn.execute("SELECT count(*) FROM backfill.partition_evidence").fetchone() == (0,)
 
 
 def test_connect_waiting_names_the_process_holding_the_warehouse(built_base, tmp_path):
