@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import duckdb
 
 from backfill_assets.fingerprint import changed_days
+from backfill_assets.partitions import day_spans
 from backfill_assets.plan import Plan
 from backfill_assets.warehouse import RAW_TABLES, qualified, transaction
 
@@ -132,15 +133,17 @@ def days_with_new_rows(
     return [row[0] for row in rows]
 
 
-def _day_ranges(days: list[dt.date]) -> list[tuple[dt.date, dt.date]]:
-    """Consecutive days folded into ``[start, end)`` ranges."""
-    ranges: list[list[dt.date]] = []
-    for day in sorted(set(days)):
-        if ranges and day == ranges[-1][1]:
-            ranges[-1][1] = day + dt.timedelta(days=1)
-        else:
-            ranges.append([day, day + dt.timedelta(days=1)])
-    return [(a, b) for a, b in ranges]
+def narrowed_days(
+    conn: duckdb.DuckDBPyConnection, plans: list[Plan], before: dict[str, str], now: dict[str, str]
+) -> dict[str, list[dt.date]]:
+    """For every plan whose source changes appended rows explain, the days they reach
+    (``days_with_new_rows``); the other plans need a comparison of all their built days."""
+    narrowed = {}
+    for plan in plans:
+        days = days_with_new_rows(conn, plan, before, now)
+        if days is not None:
+            narrowed[plan.name] = days
+    return narrowed
 
 
 def find_repairs(
@@ -153,6 +156,7 @@ def find_repairs(
     ``only_days`` narrows a plan's comparison to those days (from ``days_with_new_rows``);
     a plan not in it is compared over all its built days.
     """
+    only_days = only_days or {}
     repairs: list[Repair] = []
     outside: dict[str, int] = {}
     for plan in plans:
@@ -165,14 +169,14 @@ def find_repairs(
             "WHERE model = ? AND day >= ? AND day < ?",
             [plan.name, window.start, end],
         ).fetchone()
-        ranges = []
-        if first_built is not None:
-            ranges = [(first_built, last_built + dt.timedelta(days=1))]
-        if first_built is not None and only_days is not None and plan.name in only_days:
-            narrowed = _day_ranges(only_days[plan.name])
+        spans = day_spans(only_days.get(plan.name, []))
+        if first_built is None:
+            ranges = []
+        elif plan.name in only_days and len(spans) <= MAX_RANGES:
             # Each range is one statement (~0.1 s); past a few dozen, one over the window wins.
-            if len(narrowed) <= MAX_RANGES:
-                ranges = narrowed
+            ranges = [(first, last + dt.timedelta(days=1)) for first, last in spans]
+        else:
+            ranges = [(first_built, last_built + dt.timedelta(days=1))]
         by_day: dict[dt.date, list] = {}
         for start, stop in ranges:
             for change in changed_days(conn, plan, start, stop):

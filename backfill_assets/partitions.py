@@ -41,3 +41,14 @@ def chunks(first: dt.date, last: dt.date, chunk_days: int) -> Iterator[tuple[dt.
         chunk_end = min(day + dt.timedelta(days=chunk_days - 1), last)
         yield day, chunk_end
         day = chunk_end + dt.timedelta(days=1)
+
+
+def day_spans(days: list[dt.date]) -> list[tuple[dt.date, dt.date]]:
+    """Consecutive days folded into inclusive ``(first, last)`` spans, oldest first."""
+    spans: list[list[dt.date]] = []
+    for day in sorted(days):
+        if spans and day == spans[-1][1] + dt.timedelta(days=1):
+            spans[-1][1] = day
+        else:
+            spans.append([day, day])
+    return [(first, last) for first, last in spans]

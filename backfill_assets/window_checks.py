@@ -30,6 +30,7 @@ import duckdb
 import pandas as pd
 
 from backfill_assets.fingerprint import changed_days
+from backfill_assets.partitions import day_spans
 from backfill_assets.plan import ROWS, Plan
 from backfill_assets.reconcile import Reconciliation, reconcile
 from backfill_assets.warehouse import (
@@ -91,13 +92,7 @@ def _window(plan: Plan) -> dict[str, dt.date]:
 
 def date_ranges(days: list[dt.date]) -> list[str]:
     """Consecutive days folded into ranges: ['2024-01-01..2024-01-03', '2024-02-10']."""
-    out: list[list[dt.date]] = []
-    for day in sorted(days):
-        if out and day == out[-1][1] + dt.timedelta(days=1):
-            out[-1][1] = day
-        else:
-            out.append([day, day])
-    return [f"{a}..{b}" if a != b else f"{a}" for a, b in out]
+    return [f"{a}..{b}" if a != b else f"{a}" for a, b in day_spans(days)]
 
 
 def days_text(days: list[dt.date]) -> str:

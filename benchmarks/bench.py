@@ -25,7 +25,7 @@ import duckdb
 from backfill_assets.build import STAGE, build_window
 from backfill_assets.catalog import shipped_plans
 from backfill_assets.dagster_dev import DagsterDev
-from backfill_assets.late import append_late_rows, days_with_new_rows, find_repairs, source_probes
+from backfill_assets.late import append_late_rows, find_repairs, narrowed_days, source_probes
 from backfill_assets.partitions import chunks
 from backfill_assets.plan import Plan
 from backfill_assets.seed import generate
@@ -175,9 +175,8 @@ def _dagster_peak_rss(dagster_home: Path, peaks: dict[int, tuple[str, float]]) -
 
 def _narrowed_tick(conn, plans: list[Plan], tables: list[str], before: dict[str, str]):
     """What a late_data_sensor tick does after rows were appended to the sources."""
-    now = source_probes(conn, tables)
-    narrowed = {p.name: days_with_new_rows(conn, p, before, now) for p in plans}
-    assert all(d is not None for d in narrowed.values()), "appended rows should narrow the scan"
+    narrowed = narrowed_days(conn, plans, before, source_probes(conn, tables))
+    assert len(narrowed) == len(plans), "appended rows should narrow the scan of every plan"
     scan = find_repairs(conn, plans, narrowed)
     return ", ".join(f"{k}: {len(v)}" for k, v in narrowed.items()), scan
 

@@ -25,7 +25,7 @@ from pydantic import Field
 
 from backfill_assets.catalog import shipped_plans
 from backfill_assets.defs.models import model_key
-from backfill_assets.late import days_with_new_rows, find_repairs, source_probes
+from backfill_assets.late import find_repairs, narrowed_days, source_probes
 from backfill_assets.plan import Plan
 from backfill_assets.warehouse import open_read_only
 
@@ -99,10 +99,7 @@ def defs() -> dg.Definitions:
                 scanned = plans_to_scan(plans, probes, cursor, full_scan_due)
                 narrowed = {}
                 if scanned and not (full_scan_due or cursor.get("waiting")):
-                    for plan in scanned:
-                        days = days_with_new_rows(conn, plan, cursor["probes"], probes)
-                        if days is not None:
-                            narrowed[plan.name] = days
+                    narrowed = narrowed_days(conn, scanned, cursor["probes"], probes)
                 scan = find_repairs(conn, scanned, narrowed) if scanned else None
         except duckdb.Error as error:
             return dg.SkipReason(f"warehouse not readable now, trying next tick: {error}")
