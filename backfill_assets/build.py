@@ -6,7 +6,7 @@ A build of the days ``[start, end)``:
 2. computes each day's source fingerprint from the plan's source-slice SQL (``fingerprint.py``);
 3. computes each day's partition checks on the staged rows (``partition_checks.py``);
 4. in ONE transaction deletes the window from ``models.<plan>__<version>``, inserts the staged
-   rows and replaces the window's rows in ``backfill.partition_evidence``.
+   rows and replaces the window's evidence (``evidence.py``).
 
 Write-audit-publish: when the version is the one ``analytics.<plan>`` publishes, a day that fails
 a partition check is not written; users keep seeing its previous rows, and its evidence records
@@ -18,24 +18,18 @@ same window again leaves identical content.
 """
 
 import datetime as dt
-import json
 import time
 from dataclasses import dataclass
 
 import duckdb
 
+from backfill_assets import evidence
+from backfill_assets.fingerprint import STAGE as FINGERPRINTS
 from backfill_assets.fingerprint import stage_fingerprints
 from backfill_assets.partition_checks import DayChecks, run_partition_checks
-from backfill_assets.plan import Plan
-from backfill_assets.publish import is_published
-from backfill_assets.warehouse import (
-    RAW_TABLES,
-    UTC_NOW,
-    ensure_schema,
-    quote,
-    table_exists,
-    transaction,
-)
+from backfill_assets.plan import Plan, output_type_problems
+from backfill_assets.sources import source_problems
+from backfill_assets.warehouse import quote, table_exists, transaction
 
 STAGE = "backfill_stage"
 
@@ -65,33 +59,12 @@ class BuildResult:
 
 
 def check_sources(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> None:
-    """Refuse sources that would build wrong history quietly: a missing table or column, or a
-    column of another type. (Empty required values are a window check, ``sources_are_valid``:
-    scanning every source row for them costs more than a one-day repair.)"""
-    for table in plan.spec.sources:
-        schema, name = table.split(".")
-        if not table_exists(conn, schema, name):
-            raise BuildError(
-                f"{plan.name}/{version}: source table {table} does not exist. Fix: seed or load it "
-                "(backfill-assets seed / load)."
-            )
-        actual = {
-            row[0]: row[1]
-            for row in conn.execute(f"DESCRIBE {quote(schema)}.{quote(name)}").fetchall()
-        }
-        for column, expected in RAW_TABLES[table].items():
-            if column not in actual:
-                raise BuildError(
-                    f"{plan.name}/{version}: source {table} has no column {column} "
-                    f"({expected}); it has {list(actual)}. Fix: reload it with "
-                    "backfill-assets load, which checks files."
-                )
-            if actual[column] != expected:
-                raise BuildError(
-                    f"{plan.name}/{version}: source column {table}.{column} is "
-                    f"{actual[column]}, expected {expected}. Fix: reload it with "
-                    "backfill-assets load, which converts and checks every value."
-                )
+    """Refuse sources that would build wrong history quietly: a missing table, or a declared
+    column the table lacks. (Types are the warehouse's own; empty required values are a window
+    check, ``sources_are_valid``: scanning every source row costs more than a one-day repair.)"""
+    problems = source_problems(conn, plan.sources)
+    if problems:
+        raise BuildError(f"{plan.name}/{version}: " + "; ".join(problems) + ".")
 
 
 def _stage(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str, start, end) -> None:
@@ -106,8 +79,16 @@ def _stage(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str, start, end
             f"{plan.name}/{version}: the version's SQL failed for "
             f"{start}..{end - dt.timedelta(1)}: "
             f"{str(error).splitlines()[0]}. Fix: check that the source tables "
-            f"{plan.spec.sources} exist with the columns the SQL reads."
+            f"{[s.table for s in plan.sources]} exist with the columns the SQL reads."
         ) from error
+    types = {row[0]: row[1] for row in conn.execute(f"DESCRIBE {STAGE}").fetchall()}
+    problems = output_type_problems(plan.spec, types)
+    if problems:
+        raise BuildError(
+            f"{plan.name}/{version}: the SQL's output cannot be checked: "
+            + "; ".join(f"{field}: {problem}" for field, problem in problems)
+            + ". Fix: correct the types in the SQL or the source table."
+        )
     outside = conn.execute(
         f"SELECT count(*), min({plan.partition_column}) FROM {STAGE} "
         f"WHERE {plan.partition_column} IS NULL "
@@ -138,55 +119,6 @@ def _ensure_model_table(conn: duckdb.DuckDBPyConnection, plan: Plan, version: st
         )
 
 
-def _write_evidence(
-    conn: duckdb.DuckDBPyConnection,
-    plan: Plan,
-    version: str,
-    start: dt.date,
-    end: dt.date,
-    days: list[DayChecks],
-    held: list[dt.date],
-    run_id: str,
-    build_seconds: float,
-) -> None:
-    """Replace the window's evidence rows (called inside the write transaction).
-
-    ``build_seconds`` is the window's time to stage, fingerprint and check, spread evenly over
-    its days: what preflight's ETA is made of.
-    """
-    conn.execute(
-        "DELETE FROM backfill.partition_evidence "
-        "WHERE model = $model AND version = $version AND day >= $start AND day < $end",
-        {"model": plan.name, "version": version, "start": start, "end": end},
-    )
-    checks = [(d.day.isoformat(), d.passed, json.dumps(d.checks, default=str)) for d in days]
-    conn.execute(
-        "CREATE OR REPLACE TEMP TABLE backfill_stage_checks (day DATE, ok BOOLEAN, c JSON)"
-    )
-    conn.executemany("INSERT INTO backfill_stage_checks VALUES (?, ?, ?)", checks)
-    conn.execute(
-        f"""
-        INSERT INTO backfill.partition_evidence
-        SELECT
-            $model, $version, f.day,
-            (SELECT count(*) FROM {STAGE} AS s WHERE s.{plan.partition_column} = f.day),
-            f.source_rows, f.source_max_ingested_at, f.source_fingerprint,
-            $code_version, c.ok, c.c, NOT list_contains(CAST($held AS DATE[]), f.day),
-            $run_id, {UTC_NOW}, $build_seconds
-        FROM backfill_stage_fingerprints AS f
-        JOIN backfill_stage_checks AS c USING (day)
-        """,
-        {
-            "model": plan.name,
-            "version": version,
-            "code_version": plan.version(version).code_version,
-            "run_id": run_id,
-            "held": held,
-            "build_seconds": build_seconds / max(len(days), 1),
-        },
-    )
-
-
 def build_window(
     conn: duckdb.DuckDBPyConnection,
     plan: Plan,
@@ -194,8 +126,12 @@ def build_window(
     start: dt.date,
     end: dt.date,
     run_id: str,
+    published: bool = False,
 ) -> BuildResult:
-    """Build the days ``[start, end)`` of one version and write them atomically."""
+    """Build the days ``[start, end)`` of one version and write them atomically.
+
+    ``published``: users see this version now, so a day failing its checks keeps its rows.
+    """
     if end <= start:
         raise BuildError(
             f"{plan.name}/{version}: empty window {start}..{end}; end must be after start"
@@ -205,14 +141,14 @@ def build_window(
             f"{plan.name}/{version}: {start} is before the first partition "
             f"{plan.spec.partitions.start}. Fix: choose days inside the partitions."
         )
-    ensure_schema(conn)
+    evidence.ensure_evidence(conn)
     started = time.perf_counter()
     check_sources(conn, plan, version)
     _stage(conn, plan, version, start, end)
     stage_fingerprints(conn, plan, start, end)
     days = run_partition_checks(conn, plan, version, STAGE, start, end)
     _ensure_model_table(conn, plan, version)
-    held = [d.day for d in days if not d.passed] if is_published(conn, plan, version) else []
+    held = [d.day for d in days if not d.passed] if published else []
     pc = plan.partition_column
     keep = f"NOT list_contains(CAST($held AS DATE[]), {pc})"
     try:
@@ -227,7 +163,20 @@ def build_window(
                 {"held": held},
             )
             seconds = time.perf_counter() - started
-            _write_evidence(conn, plan, version, start, end, days, held, run_id, seconds)
+            verdicts = [(d.day, d.passed, d.checks) for d in days]
+            evidence.replace_window(
+                conn,
+                plan,
+                version,
+                start,
+                end,
+                STAGE,
+                FINGERPRINTS,
+                verdicts,
+                held,
+                run_id,
+                seconds,
+            )
     finally:
         conn.execute(f"DROP TABLE IF EXISTS {quote(STAGE)}")
     return BuildResult(plan.name, version, start, end, days, held)

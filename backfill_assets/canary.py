@@ -16,6 +16,7 @@ import duckdb
 
 from backfill_assets.build import build_window
 from backfill_assets.plan import Plan
+from backfill_assets.publish import is_published
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,9 @@ def run_canary(conn: duckdb.DuckDBPyConnection, plan: Plan, run_id: str) -> list
     start = plan.spec.window.start
     chunk_end = min(start + dt.timedelta(days=plan.spec.chunk_days), plan.spec.window.end)
     for version in (plan.spec.baseline, plan.spec.candidate):
+        published = is_published(conn, plan, version)
         started = time.perf_counter()
-        chunk = build_window(conn, plan, version, start, chunk_end, run_id)
+        chunk = build_window(conn, plan, version, start, chunk_end, run_id, published)
         per_day = (time.perf_counter() - started) / len(chunk.days)
         chunk_days = {d.day for d in chunk.days}
         results += [
@@ -63,7 +65,8 @@ def run_canary(conn: duckdb.DuckDBPyConnection, plan: Plan, run_id: str) -> list
         ]
         for day in (d for d in sample_days(plan) if d not in chunk_days):
             started = time.perf_counter()
-            built = build_window(conn, plan, version, day, day + dt.timedelta(days=1), run_id)
+            end = day + dt.timedelta(days=1)
+            built = build_window(conn, plan, version, day, end, run_id, published)
             (checks,) = built.days
             results.append(
                 CanaryDay(

@@ -8,7 +8,7 @@ with the figures that explain it:
 - ``known_records_match``: the plan's hand-verified rows have exactly the expected values
   (candidate version only: they describe what the rebuilt history must say).
 
-The verdicts travel in ``backfill.partition_evidence`` (written in the same transaction as the
+The verdicts travel in the evidence table (``evidence.py``; written in the same transaction as the
 rows) and are emitted to Dagster as per-partition asset check evaluations.
 """
 

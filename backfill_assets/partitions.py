@@ -1,35 +1,11 @@
-"""Daily partitions and the run tags that make one run cover a range of them.
+"""Day arithmetic shared by builds, checks and reports: chunks of days and folded day spans.
 
-Every model partitions by UTC day from the plan's ``partitions.start`` up to the last complete
-day. A run launched by a backfill policy carries the two range tags below instead of
-``dagster/partition``; in-process runs pass the same tags to build a chunk of days in one run.
+Windows are half-open ``[start, end)`` everywhere inside the project; plan files and the
+command line speak in inclusive days and are converted at the edge.
 """
 
 import datetime as dt
 from collections.abc import Iterator
-
-import dagster as dg
-
-from backfill_assets.plan import Plan
-
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
-
-
-def daily_partitions(plan: Plan) -> dg.DailyPartitionsDefinition:
-    """UTC days from the plan's first partition; a day exists once it is complete."""
-    return dg.DailyPartitionsDefinition(
-        start_date=plan.spec.partitions.start.isoformat(), timezone="UTC"
-    )
-
-
-def range_tags(first: dt.date, last: dt.date) -> dict[str, str]:
-    """Tags for one run over the days ``first``..``last`` (both inclusive)."""
-    if last < first:
-        raise ValueError(
-            f"range {first}..{last} is reversed; the last day must not precede the first"
-        )
-    return {RANGE_START_TAG: first.isoformat(), RANGE_END_TAG: last.isoformat()}
 
 
 def chunks(first: dt.date, last: dt.date, chunk_days: int) -> Iterator[tuple[dt.date, dt.date]]:

@@ -1,69 +1,38 @@
 """Backfill plans: the runbook's preflight inventory as a validated YAML file.
 
-A plan lives in ``plans/<name>/plan.yaml`` beside its SQL files. Loading it validates every field
-and the SQL itself (each version's query is bound against the raw tables' declared columns in an
-in-memory DuckDB), so a plan that would fail at run time refuses to load instead. Every problem is
-reported in one ``PlanError`` that names the file, the field and the fix.
+A plan is a ``plan.yaml`` beside its SQL files, usually in a ``defs/<name>/`` folder of a Dagster
+project whose ``defs.yaml`` makes it a ``backfill_assets.BackfillPlan`` component. Loading it
+validates every field and the SQL itself (each version's query is bound against the sources'
+columns in an in-memory DuckDB without file access), so a plan that would fail at run time
+refuses to load instead. Every problem is reported in one ``PlanError`` that names the file, the
+field and the fix.
 """
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import duckdb
 import yaml
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from backfill_assets.warehouse import IDENTIFIER, RAW_TABLES, qualified, quote, raw_table_ddl
+from backfill_assets.sources import Source
+from backfill_assets.spec import Identifier, Scalar, Text
+from backfill_assets.spec import Strict as _Strict
+from backfill_assets.spec import identifier as _identifier
+from backfill_assets.warehouse import qualified, quote
 
 # A measure name that means "count of output rows" rather than a column.
 ROWS = "rows"
+# The columns a plan's source_slice SQL returns, one row per (partition day, source row).
+SLICE_COLUMNS = ("day", "source", "loaded_at", "row_hash")
 
 
 class PlanError(ValueError):
     """A plan file that cannot be used; the message names the file, the field and the fix."""
-
-
-def _identifier(value: str) -> str:
-    if not IDENTIFIER.fullmatch(value):
-        raise ValueError(
-            f"{value!r} is not a plain SQL name; use letters, digits and underscores only"
-        )
-    return value
-
-
-def _table_name(value: str) -> str:
-    parts = value.split(".")
-    if len(parts) != 2 or not all(IDENTIFIER.fullmatch(p) for p in parts):
-        raise ValueError(f"{value!r} is not a schema-qualified table name such as raw.orders")
-    return value
-
-
-Identifier = Annotated[str, AfterValidator(_identifier)]
-TableName = Annotated[str, AfterValidator(_table_name)]
-Text = Annotated[str, Field(min_length=1)]
-Scalar = str | int | float | bool | dt.date | None
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_blank_text(cls, value: Any) -> Any:
-        if isinstance(value, str) and not value.strip():
-            raise ValueError("is empty; write what it means in words")
-        return value
 
 
 class Version(_Strict):
@@ -186,8 +155,9 @@ class PlanSpec(_Strict):
     partition_column: Identifier
     partitions: Partitions
     window: Window
-    sources: list[TableName] = Field(min_length=1)
-    source_slice: Text
+    sources: list[Source] = Field(min_length=1)
+    source_slice: Text | None = None
+    lookback: int = Field(default=0, ge=0, le=366)
     versions: list[Version] = Field(min_length=2)
     baseline: Identifier
     candidate: Identifier
@@ -200,6 +170,14 @@ class PlanSpec(_Strict):
     strategy: Literal["full_rebuild", "partition_repair", "column_enrichment", "dual_run"]
     chunk_days: int = Field(ge=1, le=366)
 
+    @field_validator("sources", mode="before")
+    @classmethod
+    def _table_shorthand(cls, value: Any) -> Any:
+        """``- raw.airlines`` is short for ``- {table: raw.airlines}`` (a dimension)."""
+        if isinstance(value, list):
+            return [{"table": item} if isinstance(item, str) else item for item in value]
+        return value
+
 
 # What to write instead, per field; shown after the problem.
 _FIXES = {
@@ -209,8 +187,11 @@ _FIXES = {
     "partition_column": "partition_column: order_date (the event-time DATE column of the output)",
     "partitions": "partitions: {start: 2024-01-01}",
     "window": "window: {start: 2024-01-01, end: 2025-12-31} (inside the partitions, end >= start)",
-    "sources": "sources: [raw.orders, raw.refunds] (tables the SQL reads)",
-    "source_slice": "source_slice: sql/source_slice.sql (a readable file beside the plan)",
+    "sources": "sources: - {table: raw.events, event_time: event_ts, loaded_at: ingested_at, "
+    "required: [event_id]} (one entry per table the SQL reads; dimensions without event_time)",
+    "source_slice": "source_slice: sql/source_slice.sql (returns day, source, loaded_at, "
+    "row_hash), or leave it out to use the sources' event_time",
+    "lookback": "lookback: 0 (partitions after its own that a source row can change)",
     "versions": "versions: - {name: v2, sql: sql/v2.sql, code_version: v2-1, change: ...}",
     "baseline": "baseline: legacy (the name of one of the versions)",
     "candidate": "candidate: v2 (the name of another version)",
@@ -226,7 +207,12 @@ _FIXES = {
 
 
 def _fix_for(field: str) -> str:
-    top = field.split(".")[0]
+    if field.endswith(".sql") or field == "source_slice":
+        return (
+            "correct the SQL, or the declared columns of the sources it reads (the SQL is "
+            "bound against them, or against the warehouse's tables where none are declared)"
+        )
+    top = re.split(r"[.\[]", field)[0]
     return _FIXES.get(top, "remove it or correct it as the README's plan format shows")
 
 
@@ -262,8 +248,19 @@ class Plan:
         return self.read_sql(self.version(name).sql)
 
     @cached_property
-    def source_slice_sql(self) -> str:
-        return self.read_sql(self.spec.source_slice)
+    def source_slice_sql(self) -> str | None:
+        """The plan's own source-slice SQL, or None when the sources' event_time defines it."""
+        return self.read_sql(self.spec.source_slice) if self.spec.source_slice else None
+
+    @property
+    def sources(self) -> list[Source]:
+        return list(self.spec.sources)
+
+    def source(self, table: str) -> Source:
+        for source in self.spec.sources:
+            if source.table == table:
+                return source
+        raise KeyError(f"plan {self.name} declares no source {table!r}")
 
     def table_name(self, version: str) -> str:
         """The physical table of a version: ``models.<name>__<version>``."""
@@ -292,6 +289,36 @@ class Plan:
         return Plan(spec=self.spec.model_copy(update={"window": window}), path=self.path)
 
 
+NUMERIC = re.compile(
+    r"(U?(TINY|SMALL|BIG|HUGE)?INT(EGER)?|FLOAT|DOUBLE|REAL|DECIMAL(\(\d+,\s*\d+\))?)"
+)
+
+
+def output_type_problems(spec: PlanSpec, columns: dict[str, str]) -> list[tuple[str, str]]:
+    """Output columns whose type the checks cannot use: the partition column must be a DATE,
+    and every measure (reconciliation, trend) a number. Used at load and at every build."""
+    problems = []
+    if columns.get(spec.partition_column) not in (None, "DATE"):
+        problems.append(
+            ("partition_column", f"must be a DATE column, is {columns[spec.partition_column]}")
+        )
+    measures = {
+        f"checks.reconciliation.measures[{m}]": m for m in spec.checks.reconciliation.measures
+    }
+    measures["checks.trend.measure"] = spec.checks.trend.measure
+    for field, measure in measures.items():
+        kind = columns.get(measure)
+        if measure != ROWS and kind is not None and not NUMERIC.fullmatch(kind):
+            problems.append(
+                (
+                    field,
+                    f"{measure} is {kind} in the versions' output; a measure must be a number. "
+                    f"Cast it in the SQL (CAST({measure} AS DECIMAL(18, 2)))",
+                )
+            )
+    return problems
+
+
 def _describe(conn: duckdb.DuckDBPyConnection, sql: str) -> dict[str, str]:
     """Bind a windowed query (``$start``/``$end``) and return its output columns and types."""
     params = {"start": dt.date(2024, 1, 1), "end": dt.date(2024, 1, 2)}
@@ -299,8 +326,15 @@ def _describe(conn: duckdb.DuckDBPyConnection, sql: str) -> dict[str, str]:
     return {row[0]: row[1] for row in rows}
 
 
-def _validate_semantics(spec: PlanSpec, folder: Path) -> list[tuple[str, str]]:
-    """Checks that need more than one field, or the SQL: a list of (field, problem)."""
+def _validate_semantics(
+    spec: PlanSpec, folder: Path, catalog: dict[str, dict[str, str]]
+) -> list[tuple[str, str]]:
+    """Checks that need more than one field, or the SQL: a list of (field, problem).
+
+    The SQL is bound against the sources' columns: their declared ``columns``, else what
+    ``catalog`` (the warehouse) says. When neither knows a source, the SQL cannot be bound
+    here; the build checks it against the warehouse instead.
+    """
     problems: list[tuple[str, str]] = []
     names = [v.name for v in spec.versions]
     if len(set(names)) != len(names):
@@ -324,13 +358,22 @@ def _validate_semantics(spec: PlanSpec, folder: Path) -> list[tuple[str, str]]:
         )
     if spec.risk == "high" and not spec.approvers:
         problems.append(("approvers", "a high-risk plan needs at least one approver"))
-    unknown_sources = [s for s in spec.sources if s not in RAW_TABLES]
-    if unknown_sources:
-        problems.append(
-            ("sources", f"{unknown_sources} are not source tables; known: {sorted(RAW_TABLES)}")
-        )
+    tables = [source.table for source in spec.sources]
+    if len(set(tables)) != len(tables):
+        problems.append(("sources", f"a table is declared twice: {tables}"))
+    for index, source in enumerate(spec.sources):
+        if source.columns is not None:
+            undeclared = [c for c in source.declared_names() if c not in source.columns]
+            if undeclared:
+                problems.append(
+                    (
+                        f"sources[{index}].columns",
+                        f"{undeclared} are named by the declaration of {source.table} but not "
+                        "listed in its columns",
+                    )
+                )
 
-    files = {"source_slice": spec.source_slice}
+    files = {"source_slice": spec.source_slice} if spec.source_slice else {}
     files.update({f"versions[{v.name}].sql": v.sql for v in spec.versions})
     rules = spec.checks.reconciliation.explained_differences
     files.update(
@@ -349,12 +392,25 @@ def _validate_semantics(spec: PlanSpec, folder: Path) -> list[tuple[str, str]]:
     if problems:
         return problems
 
-    conn = duckdb.connect()
+    known = {
+        source.table: source.columns if source.columns is not None else catalog.get(source.table)
+        for source in spec.sources
+    }
+    if problems or any(columns is None for columns in known.values()):
+        return problems
+
+    conn = duckdb.connect(config={"enable_external_access": False})
     try:
-        for schema in ("raw", "models"):
-            conn.execute(f"CREATE SCHEMA {schema}")
-        for table in RAW_TABLES:
-            conn.execute(raw_table_ddl(table))
+        conn.execute("CREATE SCHEMA models")
+        for table, columns in known.items():
+            schema, name = table.split(".")
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
+            typed = ", ".join(f"{quote(c)} {t}" for c, t in columns.items())
+            try:
+                conn.execute(f"CREATE TABLE {qualified(schema, name)} ({typed})")
+            except duckdb.Error as error:
+                first = str(error).splitlines()[0]
+                return [("sources", f"the columns of {table} are not valid DuckDB types: {first}")]
         outputs: dict[str, dict[str, str]] = {}
         for version in spec.versions:
             field = f"versions[{version.name}].sql"
@@ -362,17 +418,18 @@ def _validate_semantics(spec: PlanSpec, folder: Path) -> list[tuple[str, str]]:
                 outputs[version.name] = _describe(conn, texts[field])
             except duckdb.Error as error:
                 problems.append((field, f"the SQL does not bind: {str(error).splitlines()[0]}"))
-        try:
-            slice_columns = _describe(conn, texts["source_slice"])
-            missing = {"day", "source", "ingested_at", "row_hash"} - set(slice_columns)
-            if missing:
+        if "source_slice" in texts:
+            try:
+                slice_columns = _describe(conn, texts["source_slice"])
+                missing = set(SLICE_COLUMNS) - set(slice_columns)
+                if missing:
+                    problems.append(
+                        ("source_slice", f"the query must return columns {sorted(missing)}")
+                    )
+            except duckdb.Error as error:
                 problems.append(
-                    ("source_slice", f"the query must return columns {sorted(missing)}")
+                    ("source_slice", f"the SQL does not bind: {str(error).splitlines()[0]}")
                 )
-        except duckdb.Error as error:
-            problems.append(
-                ("source_slice", f"the SQL does not bind: {str(error).splitlines()[0]}")
-            )
         if problems:
             return problems
 
@@ -410,10 +467,7 @@ def _validate_semantics(spec: PlanSpec, folder: Path) -> list[tuple[str, str]]:
                         f"{absent} not in the output of the versions; they return {list(columns)}",
                     )
                 )
-        if columns.get(spec.partition_column) not in (None, "DATE"):
-            problems.append(
-                ("partition_column", f"must be a DATE column, is {columns[spec.partition_column]}")
-            )
+        problems += output_type_problems(spec, columns)
         for index, record in enumerate(spec.checks.known_records):
             if spec.partition_column not in {**record.key, **record.expect}:
                 problems.append(
@@ -467,8 +521,11 @@ def _lenient_timestamp(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
 _PlanLoader.add_constructor("tag:yaml.org,2002:timestamp", _lenient_timestamp)
 
 
-def load_plan(path: Path) -> Plan:
+def load_plan(path: Path, catalog: dict[str, dict[str, str]] | None = None) -> Plan:
     """Load and validate one plan file; raise ``PlanError`` naming every problem.
+
+    ``catalog`` maps source tables to their warehouse columns, for sources declared without
+    ``columns`` (see ``_validate_semantics``).
 
     Field problems are all reported together; the SQL files are bound once the fields are valid
     (binding needs a valid plan), and their problems are then reported together.
@@ -495,21 +552,7 @@ def load_plan(path: Path) -> Plan:
                 message = "is not a plan field"
             problems.append((_pydantic_field(item), message))
         raise PlanError(_format(path, problems)) from None
-    problems = _validate_semantics(spec, path.parent)
+    problems = _validate_semantics(spec, path.parent, catalog or {})
     if problems:
         raise PlanError(_format(path, problems))
     return Plan(spec=spec, path=path)
-
-
-def load_plans(directory: Path) -> list[Plan]:
-    """Every ``*/plan.yaml`` under ``directory``, sorted by name; plan names must be unique."""
-    plans = [load_plan(p) for p in sorted(Path(directory).glob("*/plan.yaml"))]
-    seen: dict[str, Path] = {}
-    for plan in plans:
-        if plan.name in seen:
-            raise PlanError(
-                f"Plan {plan.path} cannot be loaded: field 'name': {plan.name!r} is already the "
-                f"name of {seen[plan.name]}. Fix: give each plan its own name."
-            )
-        seen[plan.name] = plan.path
-    return plans

@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 
 import duckdb
 
+from backfill_assets import evidence
 from backfill_assets.fingerprint import changed_days
 from backfill_assets.plan import Plan
-from backfill_assets.warehouse import SOURCE_DAY_COLUMN, ensure_schema, table_exists
+from backfill_assets.sources import Source, rows_per_day, source_problems
+from backfill_assets.warehouse import relation, table_exists
 from backfill_assets.window_checks import days_text
 
 RUN_OVERHEAD_S = 6.0
@@ -62,49 +64,29 @@ class Preflight:
         return "\n".join([*self.lines, "", verdict, *(f"  - {b}" for b in self.blockers)])
 
 
-def _coverage(conn, plan: Plan, table: str) -> tuple[str, list[dt.date], int]:
-    column = SOURCE_DAY_COLUMN[table]
+def _coverage(conn, plan: Plan, source: Source) -> tuple[str, set[dt.date]]:
+    """One line on an event source's coverage of the window, and the days it has rows."""
     start, end = plan.spec.window.start, plan.spec.window.end + dt.timedelta(days=1)
-    rows = conn.execute(
-        f"""
-        WITH days AS (
-            SELECT CAST(range AS DATE) AS day
-            FROM range(CAST($start AS TIMESTAMP), CAST($end AS TIMESTAMP), INTERVAL 1 DAY)
-        ),
-        present AS (
-            SELECT CAST({column} AS DATE) AS day, count(*) AS n
-            FROM {table}
-            WHERE {column} >= $start AND {column} < $end
-            GROUP BY ALL
-        )
-        SELECT d.day, coalesce(p.n, 0) FROM days AS d LEFT JOIN present AS p USING (day)
-        ORDER BY d.day
-        """,
-        {"start": start, "end": end},
-    ).fetchall()
-    with_rows = [d for d, n in rows if n]
-    empty = [d for d, n in rows if not n]
-    total = sum(n for _, n in rows)
+    per_day = rows_per_day(conn, source, start, end)
+    window = [start + dt.timedelta(days=i) for i in range(plan.window_days)]
+    with_rows = [d for d in window if per_day.get(d)]
+    empty = [d for d in window if not per_day.get(d)]
     if not with_rows:
-        return f"{table}: no rows in the window", empty, total
+        return f"{source.table}: no rows in the window", set()
     return (
-        f"{table}: {total:,} rows, first day {with_rows[0]}, last day {with_rows[-1]}, "
-        f"{len(empty)} day(s) without rows" + (f": {days_text(empty)}" if empty else ""),
-        empty,
-        total,
+        f"{source.table}: {sum(per_day.values()):,} rows, first day {with_rows[0]}, last day "
+        f"{with_rows[-1]}, {len(empty)} day(s) without rows"
+        + (f": {days_text(empty)}" if empty else ""),
+        set(with_rows),
     )
 
 
 def _current_days(conn, plan: Plan, version: str) -> set[dt.date]:
     """Days of the window whose evidence is current (built, code and sources unchanged)."""
     start, end = plan.spec.window.start, plan.spec.window.end + dt.timedelta(days=1)
-    built = conn.execute(
-        "SELECT day FROM backfill.partition_evidence WHERE model = ? AND version = ? "
-        "AND day >= ? AND day < ? AND code_version = ? AND applied",
-        [plan.name, version, start, end, plan.version(version).code_version],
-    ).fetchall()
+    built = evidence.current_code_days(conn, plan, version, start, end)
     stale = {c.day for c in changed_days(conn, plan, start, end, [version])}
-    return {d for (d,) in built} - stale
+    return built - stale
 
 
 def _runs(days: list[dt.date], chunk_days: int) -> int:
@@ -123,15 +105,7 @@ def build_cost(conn, plan: Plan, version: str) -> tuple[float, float] | None:
     one full chunk) a least-squares line gives the fixed and the per-day part; with one size only,
     the fixed part is taken as zero.
     """
-    rows = conn.execute(
-        """
-        SELECT count(*) AS days, sum(build_seconds) AS seconds
-        FROM backfill.partition_evidence
-        WHERE model = ? AND version = ? AND build_seconds IS NOT NULL
-        GROUP BY run_id, written_at
-        """,
-        [plan.name, version],
-    ).fetchall()
+    rows = evidence.build_sizes(conn, plan, version)
     if not rows:
         return None
     n = len(rows)
@@ -163,7 +137,7 @@ def _vague(plan: Plan) -> list[str]:
 def preflight(conn: duckdb.DuckDBPyConnection, plan: Plan) -> Preflight:
     """The preflight report of one plan against the warehouse as it is."""
     spec = plan.spec
-    ensure_schema(conn)
+    evidence.ensure_evidence(conn)
     report = Preflight(plan.name)
     checks = spec.checks
     recon = checks.reconciliation
@@ -202,32 +176,32 @@ def preflight(conn: duckdb.DuckDBPyConnection, plan: Plan) -> Preflight:
         + f"; trend of {checks.trend.measure} within {checks.trend.max_deviations:g} MADs",
         "  sources",
     ]
-    missing_tables = [t for t in spec.sources if not table_exists(conn, *t.split("."))]
-    for table in missing_tables:
-        report.blockers.append(f"source {table} does not exist: seed or load it first")
-    empty_days: set[dt.date] = set()
-    for table in spec.sources:
-        if table in missing_tables:
-            lines.append(f"    {table}: missing")
-        elif table in SOURCE_DAY_COLUMN:
-            line, empty, _ = _coverage(conn, plan, table)
-            lines.append(f"    {line}")
-            if table == "raw.orders":
-                empty_days = set(empty)
+    unreadable = source_problems(conn, plan.sources)
+    report.blockers += [f"source: {problem}" for problem in unreadable]
+    days_with_rows: set[dt.date] = set()
+    event_sources = 0
+    for source in spec.sources:
+        if not table_exists(conn, *source.table.split(".")):
+            lines.append(f"    {source.table}: missing")
+        elif source.is_dimension:
+            count = conn.execute(f"SELECT count(*) FROM {relation(source.table)}").fetchone()[0]
+            lines.append(f"    {source.table}: {count:,} rows (a dimension: every day reads it)")
         else:
-            count = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-            lines.append(f"    {table}: {count:,} rows (a history, not daily)")
-    if empty_days:
+            line, days = _coverage(conn, plan, source)
+            lines.append(f"    {line}")
+            days_with_rows |= days
+            event_sources += 1
+    window_days = [spec.window.start + dt.timedelta(days=i) for i in range(plan.window_days)]
+    empty_days = [d for d in window_days if d not in days_with_rows]
+    if event_sources and not unreadable and empty_days:
         report.blockers.append(
-            f"{len(empty_days)} day(s) of the window have no orders: "
-            f"{days_text(list(empty_days))}; "
-            "load them, or shorten the window"
+            f"{len(empty_days)} day(s) of the window have no row in any event source: "
+            f"{days_text(empty_days)}; load them, or shorten the window"
         )
     report.blockers += [f"vague plan field: {p}" for p in _vague(plan)]
 
     lines.append("  work")
-    window_days = [spec.window.start + dt.timedelta(days=i) for i in range(plan.window_days)]
-    evidence_ready = table_exists(conn, "backfill", "partition_evidence") and not missing_tables
+    evidence_ready = not unreadable
     total_eta = 0.0
     todo_by_version = {}
     for version in plan.version_names:

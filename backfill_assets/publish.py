@@ -20,6 +20,27 @@ from backfill_assets.window_checks import WindowCheck, run_window_checks
 PROMOTE = "promote"
 ROLLBACK = "rollback"
 
+# Append-only log of every promotion and rollback. Nothing in the project deletes from it.
+_LOG_DDL = """
+CREATE TABLE IF NOT EXISTS backfill.promotions (
+    model VARCHAR NOT NULL,
+    action VARCHAR NOT NULL,
+    version VARCHAR NOT NULL,
+    previous_version VARCHAR,
+    actor VARCHAR NOT NULL,
+    reason VARCHAR NOT NULL,
+    run_id VARCHAR NOT NULL,
+    evidence JSON NOT NULL,
+    happened_at TIMESTAMP NOT NULL
+)
+"""
+
+
+def ensure_log(conn: duckdb.DuckDBPyConnection) -> None:
+    """Create the project's schemas and the promotions log if they do not exist."""
+    ensure_schema(conn)
+    conn.execute(_LOG_DDL)
+
 
 class PublishError(RuntimeError):
     """A promotion or rollback that was refused; nothing changed."""
@@ -74,7 +95,7 @@ def _view_sql(plan: Plan, version: str) -> str:
 
 def history(conn: duckdb.DuckDBPyConnection, plan: Plan) -> list[LogEntry]:
     """The plan's promotions and rollbacks, oldest first."""
-    ensure_schema(conn)
+    ensure_log(conn)
     rows = conn.execute(
         "SELECT model, action, version, previous_version, actor, reason, run_id, evidence, "
         "happened_at FROM backfill.promotions WHERE model = ? ORDER BY happened_at, rowid",
@@ -96,7 +117,7 @@ def is_published(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> b
 
 def ensure_view(conn: duckdb.DuckDBPyConnection, plan: Plan) -> str:
     """Create ``analytics.<plan>`` over the published version if it is missing; return it."""
-    ensure_schema(conn)
+    ensure_log(conn)
     version = published_version(conn, plan)
     if not table_exists(conn, "analytics", plan.name):
         if not table_exists(conn, "models", plan.table_name(version)):
@@ -117,7 +138,7 @@ def evaluate_gate(
             f"{plan.name}: there is no version {version!r}; the plan has {plan.version_names}"
         )
     gate = Gate(plan.name, version, approved_by.strip())
-    ensure_schema(conn)
+    ensure_log(conn)
     if version == published_version(conn, plan):
         gate.problems.append(f"{version} is already the published version")
     gate.checks = run_window_checks(conn, plan, version)

@@ -1,4 +1,4 @@
-"""Reconciliation reports for people: terminal text, Dagster metadata and a standalone HTML page.
+"""Reconciliation reports for people: terminal text, markdown and a standalone HTML page.
 
 The HTML page needs nothing but a browser: the table, a chart per measure and group of baseline
 vs candidate over time (inline SVG), and the unexplained residual.
@@ -7,31 +7,11 @@ vs candidate over time (inline SVG), and the unexplained residual.
 import html
 from pathlib import Path
 
-import dagster as dg
 import pandas as pd
 
 from backfill_assets.reconcile import Reconciliation
 
 WORST = 15
-
-
-def _plain(value):
-    if pd.isna(value):
-        return None
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    if isinstance(value, float | int | str | bool):
-        return value
-    return str(value)
-
-
-def reconciliation_table(recon: Reconciliation) -> dg.MetadataValue:
-    """The full reconciliation table (worst residual first) as Dagster table metadata."""
-    records = [
-        dg.TableRecord({k: _plain(v) for k, v in row.items()})
-        for row in recon.table.to_dict(orient="records")
-    ]
-    return dg.MetadataValue.table(records=records)
 
 
 def totals(recon: Reconciliation) -> pd.DataFrame:

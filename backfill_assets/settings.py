@@ -19,7 +19,6 @@ from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = PACKAGE_DIR.parent
-PLANS_DIR = PACKAGE_DIR / "plans"
 SHIPPED_DAGSTER_HOME = PROJECT_DIR / "dagster_home"
 
 

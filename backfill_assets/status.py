@@ -5,10 +5,10 @@ from dataclasses import dataclass
 
 import duckdb
 
+from backfill_assets import evidence
 from backfill_assets.fingerprint import changed_days
 from backfill_assets.plan import Plan
 from backfill_assets.publish import PROMOTE, ROLLBACK, history, published_version
-from backfill_assets.warehouse import ensure_schema
 
 
 @dataclass(frozen=True)
@@ -23,27 +23,14 @@ class VersionStatus:
 
 def version_status(conn: duckdb.DuckDBPyConnection, plan: Plan) -> list[VersionStatus]:
     """Days built, failing and stale (sources or code changed since) per version, in the window."""
-    ensure_schema(conn)
+    evidence.ensure_evidence(conn)
     start, stop = plan.spec.window.start, plan.spec.window.end + dt.timedelta(days=1)
     stale_sources = {(c.version, c.day) for c in changed_days(conn, plan, start, stop)}
     out = []
     for version in plan.version_names:
-        built, failing, stale_code = conn.execute(
-            """
-            SELECT count(*), count(*) FILTER (WHERE NOT checks_passed),
-                   list(day) FILTER (WHERE code_version <> $code)
-            FROM backfill.partition_evidence
-            WHERE model = $model AND version = $version AND day >= $start AND day < $stop
-            """,
-            {
-                "model": plan.name,
-                "version": version,
-                "start": start,
-                "stop": stop,
-                "code": plan.version(version).code_version,
-            },
-        ).fetchone()
-        stale = {d for v, d in stale_sources if v == version} | set(stale_code or [])
+        built, failing = evidence.counts(conn, plan, version, start, stop)
+        stale_code = evidence.stale_code_days(conn, plan, version, start, stop)
+        stale = {d for v, d in stale_sources if v == version} | {d for d, _ in stale_code}
         out.append(VersionStatus(plan.name, version, plan.window_days, built, failing, len(stale)))
     return out
 

@@ -1,104 +1,29 @@
-"""The warehouse layout: schemas, raw source tables, bookkeeping tables, identifier quoting.
+"""The warehouse: connections, the project's schemas, identifier quoting, transactions.
 
-Every table the project owns is declared here once. Model tables are not: their columns come
-from the version's SQL and are created on first write (see ``build.py``).
+The project owns three schemas: ``models`` (one table per plan and version), ``backfill``
+(evidence and the promotions log, each owned by one module: ``evidence.py``, ``publish.py``)
+and ``analytics`` (the published views). Source tables belong to the team and live wherever
+the plans say; nothing here knows them.
 """
 
 import re
 import time
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
-from dagster_duckdb import DuckDBResource
 
-IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # use with fullmatch
+from backfill_assets.spec import IDENTIFIER
 
-SCHEMAS = ("raw", "models", "backfill", "analytics")
+SCHEMAS = ("models", "backfill", "analytics")
+# File names refused up front: the project's schemas and ``raw``, where sources usually live.
+# A source in any other schema named like the file is refused when its plan builds
+# (``sources.source_problems``).
+RESERVED_FILE_STEMS = (*SCHEMAS, "raw")
 
 # The current time as a naive UTC timestamp, whatever the connection's TimeZone setting.
 UTC_NOW = "CAST(timezone('UTC', now()) AS TIMESTAMP)"
-
-# Source tables (ARCHITECTURE.md §3). Timestamps are naive UTC; a day is CAST(ts AS DATE).
-RAW_TABLES: dict[str, dict[str, str]] = {
-    "raw.orders": {
-        "order_id": "BIGINT",
-        "customer_id": "BIGINT",
-        "region": "VARCHAR",
-        "order_ts": "TIMESTAMP",
-        "amount": "DECIMAL(12,2)",
-        "status": "VARCHAR",
-        "ingested_at": "TIMESTAMP",
-    },
-    "raw.refunds": {
-        "refund_id": "BIGINT",
-        "order_id": "BIGINT",
-        "refund_ts": "TIMESTAMP",
-        "amount": "DECIMAL(12,2)",
-        "ingested_at": "TIMESTAMP",
-    },
-    "raw.customers": {
-        "customer_id": "BIGINT",
-        "segment": "VARCHAR",
-        "region": "VARCHAR",
-        "valid_from": "TIMESTAMP",
-        "valid_to": "TIMESTAMP",
-    },
-}
-
-# Columns a source row may never leave empty: a NULL here is refused on load.
-# Event-time column of each source with daily rows (customers is a history, not daily).
-SOURCE_DAY_COLUMN = {"raw.orders": "order_ts", "raw.refunds": "refund_ts"}
-
-RAW_REQUIRED = {
-    "raw.orders": ("order_id", "order_ts", "amount", "status", "ingested_at"),
-    "raw.refunds": ("refund_id", "order_id", "refund_ts", "amount", "ingested_at"),
-    "raw.customers": ("customer_id", "segment", "valid_from"),
-}
-
-BOOKKEEPING_DDL = (
-    # One row per (model, version, day): what the day was built from and how it checked out.
-    # Written in the same transaction as the day's rows (ARCHITECTURE.md §4.2).
-    """
-    CREATE TABLE IF NOT EXISTS backfill.partition_evidence (
-        model VARCHAR NOT NULL,
-        version VARCHAR NOT NULL,
-        day DATE NOT NULL,
-        row_count BIGINT NOT NULL,
-        source_rows BIGINT NOT NULL,
-        source_max_ingested_at TIMESTAMP,
-        source_fingerprint VARCHAR NOT NULL,
-        code_version VARCHAR NOT NULL,
-        checks_passed BOOLEAN NOT NULL,
-        checks JSON NOT NULL,
-        applied BOOLEAN NOT NULL,
-        run_id VARCHAR NOT NULL,
-        written_at TIMESTAMP NOT NULL,
-        build_seconds DOUBLE
-    )
-    """,
-    # Append-only log of every promotion and rollback. Nothing in the project deletes from it.
-    """
-    CREATE TABLE IF NOT EXISTS backfill.promotions (
-        model VARCHAR NOT NULL,
-        action VARCHAR NOT NULL,
-        version VARCHAR NOT NULL,
-        previous_version VARCHAR,
-        actor VARCHAR NOT NULL,
-        reason VARCHAR NOT NULL,
-        run_id VARCHAR NOT NULL,
-        evidence JSON NOT NULL,
-        happened_at TIMESTAMP NOT NULL
-    )
-    """,
-)
-
-
-# Columns added after a warehouse may have been created; each statement is idempotent.
-MIGRATIONS = (
-    "ALTER TABLE backfill.partition_evidence ADD COLUMN IF NOT EXISTS build_seconds DOUBLE",
-)
 
 
 def quote(identifier: str) -> str:
@@ -113,31 +38,16 @@ def qualified(schema: str, table: str) -> str:
     return f"{quote(schema)}.{quote(table)}"
 
 
-def raw_table_ddl(table: str) -> str:
-    """The CREATE statement of one raw source table."""
+def relation(table: str) -> str:
+    """``"schema"."table"`` from a validated ``schema.table`` name."""
     schema, name = table.split(".")
-    columns = ", ".join(f"{quote(col)} {typ}" for col, typ in RAW_TABLES[table].items())
-    return f"CREATE TABLE IF NOT EXISTS {qualified(schema, name)} ({columns})"
+    return qualified(schema, name)
 
 
 def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
-    """Create the schemas and bookkeeping tables that do not exist yet.
-
-    Raw tables are not created here: a build must fail on a missing source, never read an
-    empty stand-in. Only loading data (``seed.py``) creates them.
-    """
+    """Create the project's schemas that do not exist yet (tables belong to their owners)."""
     for schema in SCHEMAS:
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
-    for ddl in BOOKKEEPING_DDL:
-        conn.execute(ddl)
-    for ddl in MIGRATIONS:
-        conn.execute(ddl)
-
-
-def ensure_raw_tables(conn: duckdb.DuckDBPyConnection) -> None:
-    """Create the raw source tables that do not exist yet (when loading source data)."""
-    for table in RAW_TABLES:
-        conn.execute(raw_table_ddl(table))
 
 
 class WarehouseBusyError(RuntimeError):
@@ -157,7 +67,7 @@ def _lock_holder(error: duckdb.Error) -> str:
     return f"PID {pid}" + (f" ({command[:120]})" if command else "")
 
 
-# DuckDB's own default is 80% of the machine's memory. A run that reads two years of orders
+# DuckDB's own default is 80% of the machine's memory. A run that reads two years of source rows
 # (the window checks, a promotion) would take ~1.8 GB for hash tables it can spill instead:
 # capped at 1 GB, its process peaks near 1.3 GB and takes ~10% longer (docs/benchmarks.md).
 MEMORY_LIMIT = "1GB"
@@ -171,11 +81,11 @@ def check_warehouse_name(path: str) -> None:
     """Refuse a file named like a schema of the project (``backfill.duckdb``, ``raw.duckdb``).
 
     DuckDB names a file's catalog after its stem; when that equals a schema, every
-    ``backfill.partition_evidence``-style name is ambiguous and DuckDB refuses the statement
+    ``backfill.<table>``-style name is ambiguous and DuckDB refuses the statement
     ("Ambiguous reference to catalog or schema"). Checked before anything is opened or written.
     """
     stem = Path(path).stem
-    if path != ":memory:" and stem in SCHEMAS:
+    if path != ":memory:" and stem in RESERVED_FILE_STEMS:
         raise WarehouseNameError(
             f"The warehouse file {path} is named like the project's schema {stem!r}; DuckDB would "
             f"find names such as {stem}.<table> ambiguous. Fix: rename the file (for example to "
@@ -213,20 +123,6 @@ def connect_waiting(path: str, wait_seconds: float, config: dict | None = None):
                 ) from error
             time.sleep(min(pause, remaining))
             pause = min(pause * 2, 5.0)
-
-
-@contextmanager
-def session(resource: DuckDBResource) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A write connection from the resource, closed however the block ends.
-
-    Waits ``lock_wait_seconds`` (a ``Warehouse`` field; 120 s for a plain ``DuckDBResource``)
-    for another writer to let go of the file.
-    """
-    wait = getattr(resource, "lock_wait_seconds", 120)
-    config = {"memory_limit": getattr(resource, "memory_limit", MEMORY_LIMIT)}
-    conn = connect_waiting(resource.database, wait, {**config, **resource.connection_config})
-    with closing(conn):
-        yield conn
 
 
 @contextmanager

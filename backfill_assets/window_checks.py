@@ -9,8 +9,8 @@ table, lists of failing days) come back to Python.
 - ``every_day_passed_checks``: every day's per-partition checks passed (from evidence);
 - ``built_with_current_code``: every day's ``code_version`` is the plan's current one;
 - ``built_from_current_sources``: every day's source fingerprint still matches the sources;
-- ``sources_are_valid``: no source row has a required column empty (a re-send without
-  ``order_ts`` would silently take its order out of every day);
+- ``sources_are_valid``: no source row leaves a column its declaration ``required`` empty (a row
+  without its event time would silently drop out of every partition);
 - one check per ``referential_integrity`` rule of the plan (``warn`` rules never block);
 - ``reconciles_with_baseline`` (candidate): no unexplained residual beyond tolerance;
 - ``trend_has_no_unexplained_jumps``: no day deviates from its rolling median by more than
@@ -22,25 +22,19 @@ table, lists of failing days) come back to Python.
 """
 
 import datetime as dt
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
 import pandas as pd
 
+from backfill_assets import evidence
 from backfill_assets.fingerprint import changed_days
 from backfill_assets.partitions import day_spans
 from backfill_assets.plan import ROWS, Plan
 from backfill_assets.reconcile import Reconciliation, reconcile
-from backfill_assets.warehouse import (
-    RAW_REQUIRED,
-    RAW_TABLES,
-    SOURCE_DAY_COLUMN,
-    UTC_NOW,
-    quote,
-    table_exists,
-)
+from backfill_assets.sources import empty_required, newest_complete_day
+from backfill_assets.warehouse import quote, table_exists
 
 WINDOW_IS_COMPLETE = "window_is_complete"
 EVERY_DAY_PASSED_CHECKS = "every_day_passed_checks"
@@ -104,21 +98,8 @@ def days_text(days: list[dt.date]) -> str:
 
 def completeness(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> WindowCheck:
     minimum = plan.spec.checks.completeness.min_rows_per_day
-    rows = conn.execute(
-        """
-        WITH days AS (
-            SELECT CAST(range AS DATE) AS day
-            FROM range(CAST($start AS TIMESTAMP), CAST($end AS TIMESTAMP), INTERVAL 1 DAY)
-        )
-        SELECT d.day, e.row_count
-        FROM days AS d
-        LEFT JOIN backfill.partition_evidence AS e
-            ON e.day = d.day AND e.model = $model AND e.version = $version
-        WHERE e.day IS NULL OR e.row_count < $minimum
-        ORDER BY d.day
-        """,
-        {**_window(plan), "model": plan.name, "version": version, "minimum": minimum},
-    ).fetchall()
+    window = _window(plan)
+    rows = evidence.missing_or_thin(conn, plan, version, window["start"], window["end"], minimum)
     missing = [day for day, count in rows if count is None]
     thin = [day for day, count in rows if count is not None]
     problems = []
@@ -141,24 +122,12 @@ def completeness(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> W
     )
 
 
-def _evidence_days(conn, plan: Plan, version: str, condition: str, params: dict) -> list[tuple]:
-    return conn.execute(
-        f"""
-        SELECT day, code_version, checks
-        FROM backfill.partition_evidence
-        WHERE model = $model AND version = $version AND day >= $start AND day < $end
-          AND {condition}
-        ORDER BY day
-        """,
-        {**_window(plan), "model": plan.name, "version": version, **params},
-    ).fetchall()
-
-
 def every_day_passed(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> WindowCheck:
-    failing = _evidence_days(conn, plan, version, "NOT checks_passed", {})
+    window = _window(plan)
+    failing = evidence.failing_days(conn, plan, version, window["start"], window["end"])
     by_check: dict[str, list[dt.date]] = {}
-    for day, _, checks in failing:
-        for name, result in json.loads(checks).items():
+    for day, checks in failing:
+        for name, result in checks.items():
             if not result["passed"]:
                 by_check.setdefault(name, []).append(day)
     return WindowCheck(
@@ -173,15 +142,16 @@ def every_day_passed(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) 
 
 def code_current(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> WindowCheck:
     current = plan.version(version).code_version
-    stale = _evidence_days(conn, plan, version, "code_version <> $current", {"current": current})
-    old = sorted({code for _, code, _ in stale})
+    window = _window(plan)
+    stale = evidence.stale_code_days(conn, plan, version, window["start"], window["end"])
+    old = sorted({code for _, code in stale})
     return WindowCheck(
         BUILT_WITH_CURRENT_CODE,
         version,
         passed=not stale,
         summary=(
             f"{len(stale)} day(s) built with code_version {old}, current is {current!r}: "
-            f"{days_text([d for d, _, _ in stale])}"
+            f"{days_text([d for d, _ in stale])}"
             if stale
             else f"every built day has code_version {current!r}"
         ),
@@ -208,23 +178,12 @@ def sources_current(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -
 
 def sources_valid(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> WindowCheck:
     problems, figures = [], {}
-    for table in plan.spec.sources:
-        required = RAW_REQUIRED[table]
-        key = quote(next(iter(RAW_TABLES[table])))
-        counts = conn.execute(
-            "SELECT "
-            + ", ".join(
-                f"count(*) FILTER (WHERE {quote(c)} IS NULL), "
-                f"list({key}) FILTER (WHERE {quote(c)} IS NULL)[1:5]"
-                for c in required
+    for source in plan.sources:
+        for column, (count, keys) in empty_required(conn, source).items():
+            problems.append(
+                f"{source.table}.{column} empty in {count:,} row(s) (e.g. {', '.join(keys)})"
             )
-            + f" FROM {table}"
-        ).fetchone()
-        for i, column in enumerate(required):
-            count, keys = counts[2 * i], counts[2 * i + 1]
-            if count:
-                problems.append(f"{table}.{column} empty in {count} row(s) (e.g. {keys})")
-                figures[f"{table}.{column}"] = count
+            figures[f"{source.table}.{column}"] = count
     return WindowCheck(
         SOURCES_ARE_VALID,
         version,
@@ -421,23 +380,12 @@ def enrichment(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> Win
 
 
 def freshness(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> WindowCheck:
-    columns = [(t, SOURCE_DAY_COLUMN[t]) for t in plan.spec.sources if t in SOURCE_DAY_COLUMN]
     newest_source = max(
-        (
-            conn.execute(
-                f"SELECT max(CAST({quote(c)} AS DATE)) FROM {t} "
-                f"WHERE CAST({quote(c)} AS DATE) < CAST({UTC_NOW} AS DATE)"
-            ).fetchone()[0]
-            for t, c in columns
-        ),
+        (newest_complete_day(conn, s) for s in plan.sources if not s.is_dimension),
         default=None,
         key=lambda d: d or dt.date.min,
     )
-    newest_built = conn.execute(
-        "SELECT max(day) FROM backfill.partition_evidence "
-        "WHERE model = ? AND version = ? AND applied",
-        [plan.name, version],
-    ).fetchone()[0]
+    newest_built = evidence.newest_applied_day(conn, plan, version)
     fresh = newest_source is None or (newest_built is not None and newest_built >= newest_source)
     behind = (newest_source - newest_built).days if newest_source and newest_built else None
     return WindowCheck(

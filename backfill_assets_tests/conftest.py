@@ -8,9 +8,9 @@ import dagster as dg
 import duckdb
 import pytest
 
-from backfill_assets.catalog import plan_named
+from backfill_assets.example.generator import generate, load_pilot_fixture
 from backfill_assets.plan import Plan
-from backfill_assets.seed import generate, load_pilot_fixture
+from backfill_assets_tests.helpers import plan_named
 
 
 @pytest.fixture

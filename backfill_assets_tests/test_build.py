@@ -24,11 +24,12 @@ from decimal import Decimal
 import duckdb
 import pytest
 
-import backfill_assets.build as build_module
+import backfill_assets.evidence as evidence_module
 from backfill_assets.build import BuildError, build_window
+from backfill_assets.example.generator import TABLES, ensure_tables
 from backfill_assets.fingerprint import changed_days
 from backfill_assets.plan import Plan
-from backfill_assets.warehouse import RAW_TABLES, ensure_raw_tables, ensure_schema
+from backfill_assets.warehouse import ensure_schema
 
 D = Decimal
 START = dt.date(2024, 2, 26)
@@ -274,8 +275,8 @@ def test_rerunning_a_window_leaves_identical_content(generated, request, plan_na
 def _copy_raw(source: duckdb.DuckDBPyConnection, target: duckdb.DuckDBPyConnection, folder):
     """Copy the raw tables into another warehouse file through Parquet files."""
     ensure_schema(target)
-    ensure_raw_tables(target)
-    for table in RAW_TABLES:
+    ensure_tables(target)
+    for table in TABLES:
         path = str(folder / f"{table}.parquet")
         source.execute(f"COPY {table} TO '{path}' (FORMAT parquet)")
         target.execute(f"INSERT INTO {table} SELECT * FROM read_parquet('{path}')")
@@ -325,7 +326,7 @@ def test_failure_after_delete_before_commit_leaves_previous_content(
     ).fetchone()[0]
     assert deleted > 0
 
-    real_write_evidence = build_module._write_evidence
+    real_write_evidence = evidence_module.replace_window
     calls = []
 
     def write_then_fail(*args, **kwargs):
@@ -334,7 +335,7 @@ def test_failure_after_delete_before_commit_leaves_previous_content(
         raise RuntimeError("killed before COMMIT")  # ...then the run dies
 
     with monkeypatch.context() as patch:
-        patch.setattr(build_module, "_write_evidence", write_then_fail)
+        patch.setattr(evidence_module, "replace_window", write_then_fail)
         with pytest.raises(RuntimeError, match="killed before COMMIT"):
             build_window(
                 generated, daily_revenue, "v2", dt.date(2024, 1, 15), dt.date(2024, 2, 15), "r2"

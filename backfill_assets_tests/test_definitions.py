@@ -9,11 +9,9 @@ import dagster as dg
 import duckdb
 import pytest
 
-from backfill_assets.catalog import shipped_plans
-from backfill_assets.defs.resources import Warehouse
-from backfill_assets.demo import load_definitions
+from backfill_assets.component.resources import Warehouse, session
 from backfill_assets.settings import PROJECT_DIR
-from backfill_assets.warehouse import session
+from backfill_assets_tests.helpers import load_definitions, shipped_plans
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,8 @@ re-execute it from failure, launch a job with run config, read runs and their ev
 temporary Dagster home that carries the shipped ``dagster.yaml`` (one ``duckdb`` pool slot) and
 a temporary warehouse seeded with two years of orders and fully built for both versions of both
 plans. The tests run in file order and share the running instance; the last one stops it and
-checks that nothing it started is left running.
+checks that nothing it started is left running. Each test sets up or reads what it needs from
+that built state, so any one of them passes alone (``pytest -m e2e -k late``).
 
 The warehouse is a single DuckDB file that runs and sensors of the running instance may hold at
 any moment: the test opens it only briefly, in a retry loop (``warehouse()``).
@@ -28,12 +29,13 @@ import duckdb
 import pytest
 
 from backfill_assets.build import build_window
-from backfill_assets.catalog import shipped_plans
-from backfill_assets.dagster_dev import FINISHED_RUN, DagsterDev, DagsterDevError
-from backfill_assets.late import append_late_rows, find_repairs
-from backfill_assets.partitions import RANGE_END_TAG, RANGE_START_TAG
-from backfill_assets.seed import generate
+from backfill_assets.component.models import RANGE_END_TAG, RANGE_START_TAG
+from backfill_assets.example.dagster_dev import FINISHED_RUN, DagsterDev, DagsterDevError
+from backfill_assets.example.generator import generate
+from backfill_assets.example.late_rows import append_late_rows
+from backfill_assets.late import find_repairs
 from backfill_assets.settings import PROJECT_DIR, SHIPPED_DAGSTER_HOME
+from backfill_assets_tests.helpers import shipped_plans
 
 pytestmark = pytest.mark.e2e
 
@@ -520,7 +522,9 @@ def test_late_rows_are_repaired_by_the_sensor_for_their_days_only(e2e: E2E) -> N
     dev = e2e.dev
     late_days = [dt.date(2024, 2, 10), dt.date(2024, 7, 20)]
     arrived_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    orders_on_day = "SELECT sum(orders) FROM analytics.daily_revenue WHERE order_date = ?"
+    # Model tables, not the views: whichever version another test published, legacy counts
+    # every appended row and v2 of fct_orders holds every new order.
+    orders_on_day = "SELECT sum(orders) FROM models.daily_revenue__legacy WHERE order_date = ?"
     with warehouse(e2e.warehouse, read_only=False) as conn:
         top_before = conn.execute("SELECT max(order_id) FROM raw.orders").fetchone()[0]
         legacy_before = conn.execute(orders_on_day, [late_days[0]]).fetchone()[0]
@@ -540,7 +544,11 @@ def test_late_rows_are_repaired_by_the_sensor_for_their_days_only(e2e: E2E) -> N
         time.sleep(5)
 
     # One run per plan and late day, all built versions of the day together; nothing else.
-    by_sensor = list_runs(dev, {SENSOR_TAG: "late_data_sensor"})
+    by_sensor = [
+        run
+        for plan in ("daily_revenue", "fct_orders")
+        for run in list_runs(dev, {SENSOR_TAG: f"late_data_{plan}_sensor"})
+    ]
     assert {r["id"] for r in by_sensor} == {r["id"] for r in repairs}
     assert all(r["status"] == "SUCCESS" for r in repairs), repairs
     requested = sorted(
@@ -552,7 +560,7 @@ def test_late_rows_are_repaired_by_the_sensor_for_their_days_only(e2e: E2E) -> N
         selection = {tuple(a["path"]) for a in run_details(dev, run["id"])["assetSelection"]}
         assert selection == {("legacy", plan), ("v2", plan)}
 
-    # The published v2 fct_orders shows the new orders; legacy revenue counts every new row.
+    # v2 of fct_orders holds the new orders; legacy revenue counts every new row.
     new_orders = fetch(
         e2e.warehouse,
         "SELECT order_id FROM raw.orders WHERE order_id > ? AND CAST(order_ts AS DATE) = ? "
@@ -562,7 +570,7 @@ def test_late_rows_are_repaired_by_the_sensor_for_their_days_only(e2e: E2E) -> N
     assert len(new_orders) == 4
     published = fetch(
         e2e.warehouse,
-        "SELECT order_id FROM analytics.fct_orders WHERE order_id > ? AND order_date = ? "
+        "SELECT order_id FROM models.fct_orders__v2 WHERE order_id > ? AND order_date = ? "
         "ORDER BY 1",
         [top_before, late_days[1]],
     )

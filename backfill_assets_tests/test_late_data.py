@@ -24,18 +24,17 @@ import pytest
 
 from backfill_assets import cli
 from backfill_assets.build import build_window
-from backfill_assets.catalog import plan_named, shipped_plans
-from backfill_assets.defs.sensors import LateDataPolicy
-from backfill_assets.demo import load_definitions
+from backfill_assets.component.sensors import LateDataPolicy, late_data_sensor
+from backfill_assets.example.generator import ensure_tables, generate
+from backfill_assets.example.late_rows import append_late_rows
 from backfill_assets.late import (
-    append_late_rows,
     days_with_new_rows,
     find_repairs,
     source_probes,
 )
 from backfill_assets.publish import ensure_view
-from backfill_assets.seed import generate
-from backfill_assets.warehouse import ensure_raw_tables, ensure_schema
+from backfill_assets.warehouse import ensure_schema
+from backfill_assets_tests.helpers import load_definitions, plan_named, shipped_plans
 
 FIRST = dt.date(2024, 1, 1)
 LAST = dt.date(2024, 3, 31)
@@ -95,22 +94,58 @@ def load_defs(path: Path) -> dg.Definitions:
     return defs
 
 
+LATE = "late_data"  # every plan's late-data sensor, ticked one after the other
+
+
 def tick(
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
-    sensor_name: str = "late_data_sensor",
+    sensor_name: str = LATE,
     cursor: str | None = None,
-    resources: dict | None = None,
+    policy: LateDataPolicy | None = None,
 ):
-    """One evaluation of a sensor; returns what it returned and the cursor it left."""
-    sensor = defs.resolve_sensor_def(sensor_name)
-    context = dg.build_sensor_context(
-        instance=instance,
-        definitions=defs,
-        resources=resources if resources is not None else defs.resources,
-        cursor=cursor,
-    )
-    return sensor(context), context.cursor
+    """One evaluation of a sensor; returns what it returned and the cursor it left.
+
+    ``LATE`` ticks every plan's ``late_data_<plan>_sensor`` (built with ``policy`` when given,
+    as ``late_data:`` in a defs.yaml would): the requests of all of them, or one skip reason
+    (the common one, else all joined); the cursor is a JSON object of each plan's cursor.
+    """
+    if sensor_name != LATE:
+        context = dg.build_sensor_context(
+            instance=instance, definitions=defs, resources=defs.resources, cursor=cursor
+        )
+        return defs.resolve_sensor_def(sensor_name)(context), context.cursor
+    cursors = json.loads(cursor) if cursor else {}
+    requests, skips, after = [], [], {}
+    for plan in shipped_plans():
+        sensor = (
+            late_data_sensor(plan, policy)
+            if policy
+            else defs.resolve_sensor_def(f"late_data_{plan.name}_sensor")
+        )
+        context = dg.build_sensor_context(
+            instance=instance,
+            definitions=defs,
+            resources=defs.resources,
+            cursor=json.dumps(cursors[plan.name]) if plan.name in cursors else None,
+        )
+        result = sensor(context)
+        if isinstance(result, list):
+            requests += result
+        else:
+            skips.append(result.skip_message)
+        if context.cursor is not None:
+            after[plan.name] = json.loads(context.cursor)
+    if requests:
+        result = requests
+    else:
+        result = dg.SkipReason(skips[0] if len(set(skips)) == 1 else " | ".join(skips))
+    return result, json.dumps(after) if after else None
+
+
+def requested_keys(cursor: str) -> set[str]:
+    """Run keys every plan's late-data sensor remembers having requested."""
+    return {key for state in json.loads(cursor).values() for key in state["requested"]}
 
 
 def plan_day(request: dg.RunRequest) -> tuple[str, dt.date]:
@@ -282,18 +317,20 @@ def test_sensor_requests_each_late_day_once_per_change_for_every_built_version(w
             assert rows == built[(plan, "legacy", day)][1] + appended[day]
     first_keys = {r.run_key for r in first}
     assert len(first_keys) == len(first)
-    assert set(json.loads(cursor)["requested"]) == first_keys
+    assert requested_keys(cursor) == first_keys
 
     # Nothing new: the sources did not move, so nothing is scanned or requested again.
     again, cursor_after_skip = tick(defs, instance, cursor=cursor)
     assert isinstance(again, dg.SkipReason)
     assert again.skip_message == "no source table changed since the last scan"
     # A full scan of the same state finds the same changes and still does not repeat them.
-    full_policy = {**defs.resources, "late_data": LateDataPolicy(full_scan_minutes=1)}
-    stale_cursor = json.dumps({**json.loads(cursor), "full_scan_at": 0})
-    rescan, _ = tick(defs, instance, cursor=stale_cursor, resources=full_policy)
+    full_policy = LateDataPolicy(full_scan_minutes=1)
+    stale_cursor = json.dumps(
+        {plan: {**state, "full_scan_at": 0} for plan, state in json.loads(cursor).items()}
+    )
+    rescan, _ = tick(defs, instance, cursor=stale_cursor, policy=full_policy)
     assert isinstance(rescan, dg.SkipReason)
-    assert f"{len(first)} already requested" in rescan.skip_message
+    assert "3 already requested" in rescan.skip_message  # D1, D2 and D3, in each plan
 
     # A further late row on one of the days: that day again, under a new key, and only that day.
     with connect(warehouse) as conn:
@@ -305,12 +342,15 @@ def test_sensor_requests_each_late_day_once_per_change_for_every_built_version(w
     for request in third:
         assert request.run_key not in first_keys
         assert run_key_parts(request.run_key)[3] != earlier[plan_day(request)]
-    assert set(json.loads(cursor)["requested"]) == first_keys | {r.run_key for r in third}
+    assert requested_keys(cursor) == first_keys | {r.run_key for r in third}
     # The sources only grew, by rows newer than the last look: the tick compared only the days
     # those rows reach, not the whole window.
-    assert "daily_revenue (1 days with new rows)" in json.loads(cursor)["seen"]
+    state = json.loads(cursor)
+    assert "daily_revenue (1 days with new rows)" in state["daily_revenue"]["seen"]
     # ...which is no full scan: the clock of the periodic full scan (edits in place) runs on.
-    assert json.loads(cursor)["full_scan_at"] == json.loads(cursor_after_skip)["full_scan_at"]
+    earlier_state = json.loads(cursor_after_skip)
+    for plan in PLAN_NAMES:
+        assert state[plan]["full_scan_at"] == earlier_state[plan]["full_scan_at"]
 
 
 def test_narrowed_scan_finds_what_the_full_scan_finds_when_appended_rows_reach_other_days(
@@ -318,9 +358,9 @@ def test_narrowed_scan_finds_what_the_full_scan_finds_when_appended_rows_reach_o
 ):
     """A re-send that moves an order from day A to day B, and a late refund (day E) of an order
     placed on day C: the days they reach are compared, and nothing else is needed."""
-    tables = sorted({t for plan in shipped_plans() for t in plan.spec.sources})
+    plans = shipped_plans()
     with connect(warehouse) as conn:
-        before = source_probes(conn, tables)
+        before = source_probes(conn, plans)
         moved, a = conn.execute(
             "SELECT order_id, CAST(order_ts AS DATE) FROM raw.orders "
             "WHERE CAST(order_ts AS DATE) = ? ORDER BY order_id LIMIT 1",
@@ -343,8 +383,8 @@ def test_narrowed_scan_finds_what_the_full_scan_finds_when_appended_rows_reach_o
             "INSERT INTO raw.refunds SELECT max(refund_id) + 1, ?, ?, 1.00, ? FROM raw.refunds",
             [refunded, dt.datetime.combine(e, dt.time(10)), ARRIVED],
         )
-        now = source_probes(conn, tables)
-        for plan in shipped_plans():
+        now = source_probes(conn, plans)
+        for plan in plans:
             days = days_with_new_rows(conn, plan, before, now)
             assert days is not None, plan.name
             narrowed = find_repairs(conn, [plan], {plan.name: days})
@@ -364,7 +404,7 @@ def test_narrowed_scan_finds_what_the_full_scan_finds_when_appended_rows_reach_o
             [refunded, dt.datetime.combine(e, dt.time(11)), dt.datetime(2024, 1, 1)],
         )
         assert (
-            days_with_new_rows(conn, plan_named("daily_revenue"), now, source_probes(conn, tables))
+            days_with_new_rows(conn, plan_named("daily_revenue"), now, source_probes(conn, plans))
             is None
         )
 
@@ -453,26 +493,28 @@ def test_at_most_max_repairs_per_tick_oldest_first_and_the_rest_wait(warehouse, 
     with connect(warehouse) as conn:
         append_late_rows(conn, [D3, D1, D2], rows_per_day=2, arrived_at=ARRIVED)
     defs = load_defs(warehouse)
-    resources = {**defs.resources, "late_data": LateDataPolicy(max_repairs_per_tick=2)}
+    policy = LateDataPolicy(max_repairs_per_tick=1)
     pairs = len(PLAN_NAMES) * 3
 
     cursor = None
     seen_keys: list[str] = []
-    for day in (D1, D2, D3):
-        result, cursor = tick(defs, instance, cursor=cursor, resources=resources)
+    for ticks, day in enumerate((D1, D2, D3), start=1):
+        result, cursor = tick(defs, instance, cursor=cursor, policy=policy)
         assert isinstance(result, list), result
+        # Each plan's sensor asks for one day per tick, its oldest.
         assert sorted(plan_day(r) for r in result) == [(plan, day) for plan in sorted(PLAN_NAMES)]
         seen_keys += [r.run_key for r in result]
-        seen = json.loads(cursor)["seen"]
-        waiting = pairs - len(seen_keys)
-        assert f"{pairs} day(s) changed" in seen
-        if waiting:
-            assert f"{waiting} wait for the next tick" in seen
-        else:
-            assert "wait" not in seen
+        for plan in PLAN_NAMES:
+            seen = json.loads(cursor)[plan]["seen"]
+            waiting = 3 - ticks
+            assert "3 day(s) changed" in seen
+            if waiting:
+                assert f"{waiting} wait for the next tick" in seen
+            else:
+                assert "wait" not in seen
     assert len(set(seen_keys)) == pairs
 
-    done, cursor = tick(defs, instance, cursor=cursor, resources=resources)
+    done, cursor = tick(defs, instance, cursor=cursor, policy=policy)
     assert isinstance(done, dg.SkipReason)
     # Nothing waits any more and the sources did not move: the tick does not even scan.
     assert done.skip_message == "no source table changed since the last scan"
@@ -530,7 +572,7 @@ def test_running_the_requested_repairs_matches_a_full_rebuild(warehouse, instanc
     # The same final raw data, built from scratch.
     with connect(tmp_path / "rebuilt.duckdb") as fresh:
         ensure_schema(fresh)
-        ensure_raw_tables(fresh)
+        ensure_tables(fresh)
         for table in ("orders", "refunds", "customers"):
             fresh.execute(
                 f"INSERT INTO raw.{table} SELECT * FROM read_parquet('{tmp_path / table}.parquet')"
@@ -746,7 +788,7 @@ def test_sensors_skip_while_another_process_writes_the_warehouse(warehouse, inst
     try:
         ready, _, _ = select.select([holder.stdout], [], [], 30)
         assert ready and holder.stdout.readline().strip() == "ready"
-        for sensor_name in ("late_data_sensor", "window_checks_daily_revenue_sensor"):
+        for sensor_name in (LATE, "window_checks_daily_revenue_sensor"):
             result, cursor = tick(defs, instance, sensor_name)
             assert isinstance(result, dg.SkipReason), sensor_name
             assert "warehouse not readable now" in result.skip_message
@@ -804,7 +846,7 @@ def test_arrive_command_appends_rows_for_the_days_it_prints(warehouse, instance,
 def test_arrive_command_without_source_rows_says_so(warehouse_file, capsys):
     with connect(warehouse_file) as conn:
         ensure_schema(conn)
-        ensure_raw_tables(conn)
+        ensure_tables(conn)
     assert cli.main(["arrive", "--days", "3", "--rows", "2"]) == 1
     assert "seed or load data first" in capsys.readouterr().err
     with connect(warehouse_file) as conn:
@@ -841,9 +883,10 @@ def test_an_edit_in_place_is_found_by_the_periodic_full_scan_not_by_the_probes(w
     assert isinstance(missed, dg.SkipReason)
     assert missed.skip_message == "no source table changed since the last scan"
 
-    due = json.dumps({**json.loads(cursor), "full_scan_at": 0})
-    policy = {**defs.resources, "late_data": LateDataPolicy(full_scan_minutes=1)}
-    found, _ = tick(defs, instance, cursor=due, resources=policy)
+    due = json.dumps(
+        {plan: {**state, "full_scan_at": 0} for plan, state in json.loads(cursor).items()}
+    )
+    found, _ = tick(defs, instance, cursor=due, policy=LateDataPolicy(full_scan_minutes=1))
     assert isinstance(found, list)
     with connect(warehouse) as conn:
         order_days = conn.execute(

@@ -20,13 +20,11 @@ import duckdb
 import pytest
 
 from backfill_assets.build import build_window
-from backfill_assets.catalog import plan_named
-from backfill_assets.defs.models import PARTITION_CHECKS_PASSED
-from backfill_assets.demo import load_definitions
+from backfill_assets.component.models import PARTITION_CHECKS_PASSED, range_tags
+from backfill_assets.example.generator import generate
 from backfill_assets.partition_checks import KNOWN_RECORDS_MATCH, NULL_RATES_WITHIN_LIMITS
-from backfill_assets.partitions import range_tags
-from backfill_assets.seed import generate
 from backfill_assets.window_checks import window_check_names
+from backfill_assets_tests.helpers import load_definitions, plan_named
 
 V2_FCT_ORDERS = dg.AssetKey(["v2", "fct_orders"])
 PUBLISHED_FCT_ORDERS = dg.AssetKey(["analytics", "fct_orders"])

@@ -6,14 +6,15 @@ from itertools import islice
 import pytest
 
 from backfill_assets.build import build_window
-from backfill_assets.partitions import (
+from backfill_assets.component.models import (
     RANGE_END_TAG,
     RANGE_START_TAG,
-    chunks,
     daily_partitions,
     range_tags,
 )
-from backfill_assets.warehouse import ensure_raw_tables, ensure_schema
+from backfill_assets.example.generator import ensure_tables
+from backfill_assets.partitions import chunks
+from backfill_assets.warehouse import ensure_schema
 
 UTC = dt.UTC
 FIRST = dt.date(2024, 1, 1)
@@ -173,7 +174,7 @@ EDGE_ORDERS = [
 
 def test_orders_land_in_the_partition_of_their_utc_day(conn, fct_orders):
     ensure_schema(conn)
-    ensure_raw_tables(conn)
+    ensure_tables(conn)
     conn.execute("INSERT INTO raw.customers VALUES (1, 'consumer', 'north', '2023-01-01', NULL)")
     for order_id, ts, _ in EDGE_ORDERS:
         conn.execute(

@@ -15,9 +15,10 @@ import duckdb
 import pytest
 import yaml
 
-from backfill_assets.catalog import plan_named, shipped_plans
-from backfill_assets.plan import PlanError, load_plan, load_plans
-from backfill_assets.settings import PLANS_DIR
+from backfill_assets.catalog import SHIPPED_DEFS as PLANS_DIR
+from backfill_assets.catalog import load_catalog
+from backfill_assets.plan import PlanError, load_plan
+from backfill_assets_tests.helpers import plan_named, shipped_plans
 
 SHIPPED_FOLDER = PLANS_DIR / "daily_revenue"
 
@@ -31,7 +32,6 @@ REQUIRED_FIELDS = [
     "partitions",
     "window",
     "sources",
-    "source_slice",
     "versions",
     "baseline",
     "candidate",
@@ -322,7 +322,7 @@ def test_window_ending_yesterday_loads(plan_file: Path) -> None:
         ),
         pytest.param(
             set_item("sources", value=["raw.orders; DROP TABLE x", "raw.refunds"]),
-            "sources.0",
+            "sources.0.table",
             "raw.orders; DROP TABLE x",
             id="source-injection",
         ),
@@ -382,10 +382,35 @@ def test_plan_file_that_is_not_utf8_is_a_plan_error(plan_file: Path) -> None:
     assert "Fix:" in refusal(lambda: load_plan(plan_file))
 
 
-def test_unknown_source_table_names_sources(plan_file: Path) -> None:
-    mutate(plan_file, set_item("sources", value=["raw.orders", "raw.payments"]))
+def test_sql_reading_an_undeclared_column_names_the_version(plan_file: Path) -> None:
+    """The version SQL is bound against the declared columns: a column the SQL reads but the
+    declaration lacks is refused at load, naming the SQL file's field."""
+    mutate(
+        plan_file, lambda data: data["sources"][0]["columns"].pop("region")
+    )  # raw.orders without region
+    message = assert_refused(plan_file, "versions[legacy].sql", "versions[v2].sql")
+    assert 'column "region" not found' in message
+    assert "declared columns" in message
+
+
+def test_declared_column_missing_from_columns_names_the_source(plan_file: Path) -> None:
+    mutate(plan_file, lambda data: data["sources"][1]["required"].append("refund_reason"))
+    message = assert_refused(plan_file, "sources[1].columns")
+    assert "['refund_reason']" in message
+
+
+def test_a_source_declared_twice_is_refused(plan_file: Path) -> None:
+    mutate(plan_file, lambda data: data["sources"].append(dict(data["sources"][0])))
     message = assert_refused(plan_file, "sources")
-    assert "['raw.payments'] are not source tables" in message
+    assert "declared twice" in message
+
+
+def test_sources_without_columns_or_warehouse_load_unbound(plan_file: Path) -> None:
+    """With neither declared columns nor a warehouse table, the SQL cannot be bound at load;
+    the plan loads and the build checks it against the warehouse."""
+    mutate(plan_file, lambda data: [s.pop("columns") for s in data["sources"]])
+    plan = load_plan(plan_file)
+    assert [s.table for s in plan.sources] == ["raw.orders", "raw.refunds"]
 
 
 # --- other field values ------------------------------------------------------------------------
@@ -452,7 +477,7 @@ def test_blank_text_field_is_named(plan_file: Path, field: str) -> None:
         ),
         pytest.param(
             lambda data: data.update(
-                approvers=[], baseline="v1", sources=["raw.orders", "raw.payments"]
+                approvers=[], baseline="v1", sources=["raw.orders", "raw.orders"]
             ),
             ["approvers", "baseline", "sources"],
             id="three-cross-field-problems",
@@ -480,11 +505,13 @@ def test_sql_problems_are_reported_once_the_fields_are_valid(plan_file: Path) ->
 def test_duplicate_plan_names_across_folders_name_both_files(tmp_path: Path) -> None:
     first = copy_plan(tmp_path / "a_revenue")
     second = copy_plan(tmp_path / "b_revenue")
-    message = refusal(lambda: load_plans(tmp_path))
-    assert str(first) in message
-    assert str(second) in message
+    found = load_catalog(tmp_path)
+    assert found.plans == []
+    assert set(found.errors) == {first, second}
+    message = str(found.errors[first])
+    assert str(first) in message and str(second) in message
     assert "field 'name'" in message
-    assert "'daily_revenue' is already the name of" in message
+    assert "'daily_revenue' is also the name of" in message
     assert "Fix:" in message
 
 
@@ -492,5 +519,18 @@ def test_distinct_plan_names_across_folders_all_load(tmp_path: Path) -> None:
     copy_plan(tmp_path / "a_revenue")
     renamed = copy_plan(tmp_path / "b_revenue")
     mutate(renamed, set_item("name", value="daily_revenue_copy"))
-    names = sorted(plan.name for plan in load_plans(tmp_path))
-    assert names == ["daily_revenue", "daily_revenue_copy"]
+    found = load_catalog(tmp_path)
+    assert found.errors == {}
+    assert [plan.name for plan in found.plans] == ["daily_revenue", "daily_revenue_copy"]
+
+
+def test_plans_declaring_one_table_differently_are_both_refused(tmp_path: Path) -> None:
+    first = copy_plan(tmp_path / "a_revenue")
+    second = copy_plan(tmp_path / "b_revenue")
+    mutate(second, set_item("name", value="daily_revenue_copy"))
+    mutate(second, lambda data: data["sources"][0].update(loaded_at="order_ts"))
+    found = load_catalog(tmp_path)
+    assert found.plans == []
+    for path, other in ((first, second), (second, first)):
+        message = str(found.errors[path])
+        assert "raw.orders is declared differently by" in message and str(other) in message

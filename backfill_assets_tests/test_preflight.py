@@ -27,8 +27,9 @@ import yaml
 
 from backfill_assets.build import build_window
 from backfill_assets.canary import run_canary, sample_days
+from backfill_assets.catalog import SHIPPED_DEFS as PLANS_DIR
 from backfill_assets.cli import main
-from backfill_assets.demo import load_definitions
+from backfill_assets.example.generator import generate
 from backfill_assets.plan import Plan, PlanError, load_plan
 from backfill_assets.preflight import (
     EVENTS_PER_DAY_S,
@@ -38,8 +39,7 @@ from backfill_assets.preflight import (
     preflight,
 )
 from backfill_assets.publish import ensure_view, promote, published_version
-from backfill_assets.seed import generate
-from backfill_assets.settings import PLANS_DIR
+from backfill_assets_tests.helpers import load_definitions
 
 FIRST = dt.date(2024, 1, 1)  # the shipped plans' window
 LAST = dt.date(2025, 12, 31)
@@ -222,7 +222,7 @@ def test_plan_command_names_every_inventory_field_and_says_ready(
     assert f"{days} days" in window
     # sources with their first and last day with rows
     sources = section(out, "sources")
-    for table in spec.sources:
+    for table in (s.table for s in spec.sources):
         (line,) = [ln for ln in sources if ln.strip().startswith(f"{table}:")]
         first, last = coverage[table]
         assert str(first) in line and str(last) in line, line
@@ -276,7 +276,7 @@ def test_plan_command_on_a_warehouse_without_sources_is_not_ready(
     assert code == 1
     assert "NOT READY" in out
     blockers = out.split("NOT READY", 1)[1]
-    for table in fct_orders.spec.sources:
+    for table in (s.table for s in fct_orders.spec.sources):
         assert table in blockers
 
 

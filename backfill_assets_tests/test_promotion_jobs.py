@@ -16,10 +16,9 @@ import pytest
 
 from backfill_assets import settings
 from backfill_assets.build import build_window
-from backfill_assets.catalog import plan_named, shipped_plans
-from backfill_assets.demo import load_definitions
+from backfill_assets.example.generator import generate
 from backfill_assets.publish import ensure_view, history
-from backfill_assets.seed import generate
+from backfill_assets_tests.helpers import load_definitions, plan_named, shipped_plans
 
 FIRST = dt.date(2024, 1, 1)
 LAST = dt.date(2025, 12, 31)

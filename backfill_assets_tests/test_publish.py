@@ -18,6 +18,7 @@ import duckdb
 import pytest
 
 from backfill_assets.build import build_window
+from backfill_assets.catalog import SHIPPED_DEFS as PLANS_DIR
 from backfill_assets.cutover import cutover_summary
 from backfill_assets.plan import Plan, load_plan
 from backfill_assets.publish import (
@@ -29,7 +30,6 @@ from backfill_assets.publish import (
     published_version,
     rollback,
 )
-from backfill_assets.settings import PLANS_DIR
 from backfill_assets.status import status_text
 
 START = dt.date(2024, 1, 1)

@@ -15,11 +15,11 @@ import pandas as pd
 import pytest
 
 from backfill_assets.build import build_window
-from backfill_assets.catalog import plan_named
 from backfill_assets.cli import main
+from backfill_assets.example.generator import generate
 from backfill_assets.plan import Plan
 from backfill_assets.reconcile import Reconciliation, reconcile
-from backfill_assets.seed import generate
+from backfill_assets_tests.helpers import plan_named
 
 FIRST = dt.date(2024, 1, 1)
 LAST = dt.date(2024, 3, 31)

@@ -5,7 +5,7 @@ the file is reopened afterwards the way the next run would open it. Nothing in D
 is mocked. The only hooks are in the scripts of the processes under test: a thin wrapper around
 the real connection logs each SQL statement before and after it runs and, when asked, sleeps
 right after one of them (so a SIGKILL lands while the real DuckDB transaction is open), and a
-wrapper around ``build._write_evidence`` that sleeps before calling the real one.
+wrapper around ``evidence.replace_window`` that sleeps before calling the real one.
 
 Build processes are forked from one helper process (the "zygote", started with
 ``sys.executable -c``) that has imported the project once: a fresh interpreter needs ~1.5-3 s to
@@ -35,26 +35,30 @@ import dagster as dg
 import duckdb
 import pytest
 
-from backfill_assets import cli, dagster_dev, settings
+from backfill_assets import cli, settings
 from backfill_assets.build import BuildError, build_window
-from backfill_assets.catalog import plan_named
-from backfill_assets.defs.models import build_model_asset
-from backfill_assets.defs.resources import Warehouse
-from backfill_assets.demo import load_definitions
+from backfill_assets.component.models import (
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    build_model_asset,
+    range_tags,
+)
+from backfill_assets.component.resources import Warehouse
+from backfill_assets.evidence import ensure_evidence
+from backfill_assets.example import dagster_dev
+from backfill_assets.example.generator import TABLES, generate
 from backfill_assets.late import find_repairs
-from backfill_assets.partitions import RANGE_END_TAG, RANGE_START_TAG, range_tags
 from backfill_assets.publish import ensure_view, evaluate_gate, promote, published_version
-from backfill_assets.seed import generate
 from backfill_assets.warehouse import (
     WarehouseBusyError,
     WarehouseNameError,
     connect_waiting,
     ensure_schema,
     open_read_only,
-    raw_table_ddl,
     table_exists,
 )
 from backfill_assets.window_checks import run_window_checks
+from backfill_assets_tests.helpers import load_definitions, plan_named
 
 pytestmark = pytest.mark.reliability
 
@@ -90,8 +94,9 @@ import sys
 import time
 
 import backfill_assets.build as build
+import backfill_assets.evidence as evidence
 import backfill_assets.publish as publish
-from backfill_assets.catalog import plan_named
+from backfill_assets_tests.helpers import plan_named
 from backfill_assets.warehouse import connect_waiting
 
 
@@ -143,14 +148,14 @@ def run(job, child):
         hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
         resource.setrlimit(resource.RLIMIT_FSIZE, (job["fsize_limit"], hard))
     if job.get("pause_in_write_evidence"):
-        real = build._write_evidence
+        real = evidence.replace_window
 
         def write_evidence(*args, **kwargs):
             child.say("IN_TRANSACTION")
             child.pause("_write_evidence")
             return real(*args, **kwargs)
 
-        build._write_evidence = write_evidence
+        evidence.replace_window = write_evidence
     plans = {step[1]: plan_named(step[1]) for step in job["steps"]}
     if job.get("start_at"):
         time.sleep(max(0.0, job["start_at"] - time.monotonic()))
@@ -394,7 +399,7 @@ def table_checksum(conn, table: str) -> tuple:
 
 
 EVIDENCE_CONTENT = (
-    "model, version, day, row_count, source_rows, source_max_ingested_at, source_fingerprint, "
+    "model, version, day, row_count, source_rows, source_max_loaded_at, source_fingerprint, "
     "code_version, checks_passed, checks, applied"
 )  # every column but run_id and written_at
 
@@ -840,7 +845,7 @@ def test_the_default_warehouse_file_name_works_with_the_projects_schemas(tmp_pat
     monkeypatch.delenv("BACKFILL_WAREHOUSE", raising=False)
     name = Path(settings.warehouse_path()).name
     with closing(connect_waiting(str(tmp_path / name), 1)) as conn:
-        ensure_schema(conn)
+        ensure_evidence(conn)
         assert conn.execute("SELECT count(*) FROM backfill.partition_evidence").fetchone() == (0,)
 
 
@@ -1111,7 +1116,7 @@ def test_text_amounts_under_an_existing_model_are_refused_and_change_nothing(gen
     with pytest.raises(BuildError) as error:
         build_window(generated, fct_orders, "v2", FIRST, JAN_STOP, "bad")
     message = str(error.value)
-    assert "raw.orders.amount is VARCHAR, expected DECIMAL(12,2)" in message
+    assert "amount is VARCHAR" in message and "a measure must be a number" in message
     assert "Fix:" in message
     assert (
         table_checksum(generated, V2_TABLE),
@@ -1124,7 +1129,11 @@ def text_amounts(conn: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
     """A warehouse whose raw.orders was created by hand with ``amount VARCHAR``, then filled
     with generated data (January to March, 60 orders a day); nothing built yet."""
     ensure_schema(conn)
-    conn.execute(raw_table_ddl("raw.orders").replace('"amount" DECIMAL(12,2)', '"amount" VARCHAR'))
+    columns = {**TABLES["raw.orders"], "amount": "VARCHAR"}
+    conn.execute("CREATE SCHEMA raw")
+    conn.execute(
+        "CREATE TABLE raw.orders (" + ", ".join(f"{c} {t}" for c, t in columns.items()) + ")"
+    )
     generate(conn, FIRST, LAST, orders_per_day=60, seed=SEED)
     assert conn.execute(
         "SELECT data_type FROM information_schema.columns "
@@ -1137,7 +1146,7 @@ def test_text_amounts_fail_the_daily_revenue_build_and_write_nothing(text_amount
     with pytest.raises(BuildError) as error:
         build_window(text_amounts, daily_revenue, "v2", FIRST, JAN_STOP, "text")
     message = str(error.value)
-    assert "raw.orders.amount is VARCHAR, expected DECIMAL(12,2)" in message
+    assert "sum(VARCHAR)" in message
     assert "Fix:" in message
     assert not table_exists(text_amounts, "models", "daily_revenue__v2")
     assert evidence_checksum(text_amounts, all_columns=True)[0] == 0

@@ -24,7 +24,6 @@ import pandas as pd
 import pytest
 
 from backfill_assets.build import BuildResult, build_window
-from backfill_assets.catalog import plan_named
 from backfill_assets.partition_checks import (
     GRAIN_IS_UNIQUE,
     KNOWN_RECORDS_MATCH,
@@ -50,6 +49,7 @@ from backfill_assets.window_checks import (
     run_window_checks,
     window_check_names,
 )
+from backfill_assets_tests.helpers import plan_named
 
 FIRST = dt.date(2024, 1, 1)
 LAST = dt.date(2024, 3, 31)

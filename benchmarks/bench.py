@@ -23,15 +23,22 @@ from pathlib import Path
 import duckdb
 
 from backfill_assets.build import STAGE, build_window
-from backfill_assets.catalog import shipped_plans
-from backfill_assets.dagster_dev import DagsterDev
-from backfill_assets.late import append_late_rows, find_repairs, narrowed_days, source_probes
+from backfill_assets.catalog import SHIPPED_DEFS, load_catalog
+from backfill_assets.example.dagster_dev import DagsterDev
+from backfill_assets.example.generator import generate
+from backfill_assets.example.late_rows import append_late_rows
+from backfill_assets.late import find_repairs, narrowed_days, source_probes
 from backfill_assets.partitions import chunks
 from backfill_assets.plan import Plan
-from backfill_assets.seed import generate
 from backfill_assets.window_checks import run_window_checks
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def shipped_plans() -> list[Plan]:
+    """The example plans the benchmark measures."""
+    return load_catalog(SHIPPED_DEFS).plans
+
 
 REFERENCE = """
 CREATE OR REPLACE TABLE main.reference AS
@@ -112,11 +119,11 @@ def _peak_rss_of_chunk_build(warehouse: Path, first: dt.date, days: int) -> floa
     return _peak_rss_of(
         "import datetime as dt\n"
         "from backfill_assets.build import build_window\n"
-        "from backfill_assets.catalog import plan_named\n"
+        "from backfill_assets.catalog import SHIPPED_DEFS, load_catalog\n"
         "from backfill_assets.warehouse import connect_waiting\n"
         f"c = connect_waiting({str(warehouse)!r}, 60)\n"
         f"first = dt.date.fromisoformat({first.isoformat()!r})\n"
-        "p = plan_named('daily_revenue')\n"
+        "p = load_catalog(SHIPPED_DEFS).named('daily_revenue')\n"
         f"build_window(c, p, 'v2', first, first + dt.timedelta(days={days}), 'rss')\n"
     )
 
@@ -126,13 +133,13 @@ def _peak_rss_of_window_checks(warehouse: Path, first: dt.date, last: dt.date) -
     ``first``..``last``, with the connection settings of a run (``connect_waiting``)."""
     return _peak_rss_of(
         "import datetime as dt\n"
-        "from backfill_assets.catalog import shipped_plans\n"
+        "from backfill_assets.catalog import SHIPPED_DEFS, load_catalog\n"
         "from backfill_assets.warehouse import connect_waiting\n"
         "from backfill_assets.window_checks import run_window_checks\n"
         f"c = connect_waiting({str(warehouse)!r}, 60)\n"
         f"first = dt.date.fromisoformat({first.isoformat()!r})\n"
         f"last = dt.date.fromisoformat({last.isoformat()!r})\n"
-        "for p in shipped_plans():\n"
+        "for p in load_catalog(SHIPPED_DEFS).plans:\n"
         "    run_window_checks(c, p.with_window(first, last))\n"
     )
 
@@ -173,9 +180,9 @@ def _dagster_peak_rss(dagster_home: Path, peaks: dict[int, tuple[str, float]]) -
         peaks[pid] = (kind, max(peaks.get(pid, (kind, 0.0))[1], _vm_hwm_mb(pid)))
 
 
-def _narrowed_tick(conn, plans: list[Plan], tables: list[str], before: dict[str, str]):
-    """What a late_data_sensor tick does after rows were appended to the sources."""
-    narrowed = narrowed_days(conn, plans, before, source_probes(conn, tables))
+def _narrowed_tick(conn, plans: list[Plan], before: dict[str, str]):
+    """What the plans' late-data sensor ticks do after rows were appended to the sources."""
+    narrowed = narrowed_days(conn, plans, before, source_probes(conn, plans))
     assert len(narrowed) == len(plans), "appended rows should narrow the scan of every plan"
     scan = find_repairs(conn, plans, narrowed)
     return ", ".join(f"{k}: {len(v)}" for k, v in narrowed.items()), scan
@@ -351,14 +358,13 @@ def main() -> int:
         if verdicts:
             names = "; ".join(v.name for v in verdicts)
             rows.append(("blocking window checks failing", str(len(verdicts)), names))
-        tables = sorted({t for p in plans for t in p.spec.sources})
-        probe, before = timed(source_probes, conn, tables)
+        probe, before = timed(source_probes, conn, plans)
         rows.append(("sensor tick, nothing arrived: probes", f"{probe:.3f} s", "every tick"))
         # Late rows arrive on three past days; the next tick compares only the days they reach
-        # (what late_data_sensor does when the sources only grew).
+        # (what the late-data sensors do when the sources only grew).
         late_days = [first + dt.timedelta(days=days * k // 4) for k in (1, 2, 3)]
         append_late_rows(conn, late_days, rows_per_day=5)
-        tick, (narrowed, scan) = timed(_narrowed_tick, conn, plans, tables, before)
+        tick, (narrowed, scan) = timed(_narrowed_tick, conn, plans, before)
         found = sorted({r.day for r in scan.repairs})
         rows.append(
             (

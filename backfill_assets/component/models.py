@@ -1,4 +1,4 @@
-"""Versioned, daily-partitioned model assets: one per plan and version, plus the raw sources.
+"""Versioned, daily-partitioned model assets: one per plan and version, plus its sources.
 
 ``<version>/<plan>`` (e.g. ``v2/daily_revenue``) writes ``models.<plan>__<version>``. A run
 covers a range of days (``BackfillPolicy.multi_run(chunk_days)``), builds it with one SQL
@@ -11,19 +11,40 @@ is the slowest part of a backfill, to a third of the writes; the evidence table 
 sub-check's verdict.
 """
 
+import datetime as dt
 import json
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from backfill_assets.build import build_window
-from backfill_assets.catalog import shipped_plans
+from backfill_assets.component.resources import session
 from backfill_assets.partition_checks import DayChecks, partition_check_names
-from backfill_assets.partitions import daily_partitions
 from backfill_assets.plan import Plan
-from backfill_assets.warehouse import RAW_TABLES, session
+from backfill_assets.publish import is_published
+from backfill_assets.sources import Source
 
 PARTITION_CHECKS_PASSED = "partition_checks_passed"
+# The tags a run launched by a backfill policy carries instead of ``dagster/partition``; an
+# in-process run passes the same tags to build a chunk of days in one run.
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+def daily_partitions(plan: Plan) -> dg.DailyPartitionsDefinition:
+    """UTC days from the plan's first partition; a day exists once it is complete."""
+    return dg.DailyPartitionsDefinition(
+        start_date=plan.spec.partitions.start.isoformat(), timezone="UTC"
+    )
+
+
+def range_tags(first: dt.date, last: dt.date) -> dict[str, str]:
+    """Tags for one run over the days ``first``..``last`` (both inclusive)."""
+    if last < first:
+        raise ValueError(
+            f"range {first}..{last} is reversed; the last day must not precede the first"
+        )
+    return {RANGE_START_TAG: first.isoformat(), RANGE_END_TAG: last.isoformat()}
 
 
 def model_key(plan: Plan, version: str) -> dg.AssetKey:
@@ -32,6 +53,22 @@ def model_key(plan: Plan, version: str) -> dg.AssetKey:
 
 def source_key(table: str) -> dg.AssetKey:
     return dg.AssetKey(table.split("."))
+
+
+def source_spec(source: Source) -> dg.AssetSpec:
+    """A declared source table as an external asset. Plans that read the same table declare it
+    the same way (``catalog.conflicts``), so their specs are equal and Dagster keeps one."""
+    schema = source.table.split(".")[0]
+    parts = [source.description or f"Source table {source.table}."]
+    if source.event_time:
+        parts.append(f"Event time: {source.event_time}.")
+    else:
+        parts.append("A dimension: every partition may read all of it.")
+    if source.loaded_at:
+        parts.append(f"Arrival time: {source.loaded_at}.")
+    return dg.AssetSpec(
+        source_key(source.table), group_name=schema, kinds={"duckdb"}, description=" ".join(parts)
+    )
 
 
 def day_metadata(day: DayChecks, held: bool) -> dict[str, dg.MetadataValue]:
@@ -68,7 +105,7 @@ def build_model_asset(plan: Plan, version: str) -> dg.AssetsDefinition:
         code_version=spec.code_version,
         kinds={"duckdb"},
         pool="duckdb",
-        deps=[source_key(s) for s in plan.spec.sources],
+        deps=[source_key(s.table) for s in plan.sources],
         metadata={
             "table": f"models.{plan.table_name(version)}",
             "unique_key": ", ".join(plan.spec.unique_key),
@@ -89,7 +126,8 @@ def build_model_asset(plan: Plan, version: str) -> dg.AssetsDefinition:
         window = context.partition_time_window
         start, end = window.start.date(), window.end.date()
         with session(warehouse) as conn:
-            result = build_window(conn, plan, version, start, end, context.run.run_id)
+            published = is_published(conn, plan, version)
+            result = build_window(conn, plan, version, start, end, context.run.run_id, published)
         failing = result.failing_days
         yield dg.MaterializeResult(
             asset_key=key,
@@ -124,21 +162,3 @@ def build_model_asset(plan: Plan, version: str) -> dg.AssetsDefinition:
         )
 
     return _model
-
-
-@dg.definitions
-def defs() -> dg.Definitions:
-    plans = shipped_plans()
-    sources = sorted({table for plan in plans for table in plan.spec.sources})
-    source_specs = [
-        dg.AssetSpec(
-            source_key(table),
-            group_name="raw",
-            kinds={"duckdb"},
-            description=f"Source table {table}: "
-            + ", ".join(f"{c} {t}" for c, t in RAW_TABLES[table].items()),
-        )
-        for table in sources
-    ]
-    models = [build_model_asset(plan, version) for plan in plans for version in plan.version_names]
-    return dg.Definitions(assets=[*source_specs, *models])

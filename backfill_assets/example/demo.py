@@ -17,15 +17,15 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from backfill_assets import settings
-from backfill_assets.catalog import shipped_plans
-from backfill_assets.dagster_dev import DagsterDev
+from backfill_assets import evidence, settings
+from backfill_assets.catalog import SHIPPED_DEFS, load_catalog
 from backfill_assets.definitions import defs as lazy_defs
+from backfill_assets.example.dagster_dev import DagsterDev
+from backfill_assets.example.generator import generate
 from backfill_assets.plan import Plan
 from backfill_assets.publish import evaluate_gate, published_version
 from backfill_assets.reconcile import reconcile
 from backfill_assets.report import verdict, write_html
-from backfill_assets.seed import generate
 from backfill_assets.status import status_text
 from backfill_assets.window_checks import run_window_checks
 
@@ -39,19 +39,6 @@ def _connect() -> duckdb.DuckDBPyConnection:
 def load_definitions() -> dg.Definitions:
     """The code location's definitions, as ``dagster dev`` would load them."""
     return lazy_defs()
-
-
-def built_summary(conn: duckdb.DuckDBPyConnection) -> list[tuple]:
-    """Per plan and version: days with evidence, rows, days failing a partition check."""
-    return conn.execute(
-        """
-        SELECT model, version, count(*) AS days, sum(row_count) AS rows,
-               count(*) FILTER (WHERE NOT checks_passed) AS failing_days
-        FROM backfill.partition_evidence
-        GROUP BY model, version
-        ORDER BY model, version
-        """
-    ).fetchall()
 
 
 def _backfill(dev: DagsterDev, plans: tuple[Plan, ...]) -> bool:
@@ -117,7 +104,7 @@ def _report(conn: duckdb.DuckDBPyConnection, plan: Plan) -> None:
 
 def run_demo(orders_per_day: int = 200, seed: int = 42) -> int:
     started = time.perf_counter()
-    plans = shipped_plans()
+    plans = tuple(load_catalog(SHIPPED_DEFS).plans)
     first = min(p.spec.window.start for p in plans)
     last = max(p.spec.window.end for p in plans)
     home = Path(settings.dagster_home())
@@ -144,7 +131,7 @@ def run_demo(orders_per_day: int = 200, seed: int = 42) -> int:
     print("\n[4/4] results")
     with _connect() as conn:
         print(f"\n  {'plan':<15} {'version':<8} {'days':>5} {'rows':>10} {'failing days':>13}")
-        for model, version, days, count, failing in built_summary(conn):
+        for model, version, days, count, failing in evidence.summary(conn):
             print(f"  {model:<15} {version:<8} {days:>5} {count:>10,} {failing:>13}")
         for plan in plans:
             _report(conn, plan)

@@ -1,4 +1,4 @@
-"""Source data: a seeded generator of realistic raw tables, and loading raw tables from files.
+"""The example's source data: a seeded generator of realistic orders, refunds and customers.
 
 The generator runs entirely in DuckDB SQL. Its randomness is ``hash(seed, row id, purpose)``, so a
 seed gives the same rows on any number of threads. What it writes, per day and order:
@@ -21,14 +21,46 @@ from pathlib import Path
 
 import duckdb
 
-from backfill_assets.warehouse import (
-    RAW_REQUIRED,
-    RAW_TABLES,
-    ensure_raw_tables,
-    ensure_schema,
-    quote,
-    transaction,
-)
+from backfill_assets.warehouse import ensure_schema, quote, transaction
+
+# The example's source tables. Timestamps are naive UTC; a day is CAST(ts AS DATE). The plans
+# under backfill_assets/defs declare the same columns.
+TABLES: dict[str, dict[str, str]] = {
+    "raw.orders": {
+        "order_id": "BIGINT",
+        "customer_id": "BIGINT",
+        "region": "VARCHAR",
+        "order_ts": "TIMESTAMP",
+        "amount": "DECIMAL(12,2)",
+        "status": "VARCHAR",
+        "ingested_at": "TIMESTAMP",
+    },
+    "raw.refunds": {
+        "refund_id": "BIGINT",
+        "order_id": "BIGINT",
+        "refund_ts": "TIMESTAMP",
+        "amount": "DECIMAL(12,2)",
+        "ingested_at": "TIMESTAMP",
+    },
+    "raw.customers": {
+        "customer_id": "BIGINT",
+        "segment": "VARCHAR",
+        "region": "VARCHAR",
+        "valid_from": "TIMESTAMP",
+        "valid_to": "TIMESTAMP",
+    },
+}
+
+
+def ensure_tables(conn: duckdb.DuckDBPyConnection) -> None:
+    """Create the example's schemas and source tables that do not exist yet."""
+    ensure_schema(conn)
+    conn.execute("CREATE SCHEMA IF NOT EXISTS raw")
+    for table, columns in TABLES.items():
+        schema, name = table.split(".")
+        typed = ", ".join(f"{quote(c)} {t}" for c, t in columns.items())
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {quote(schema)}.{quote(name)} ({typed})")
+
 
 FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"
 PILOT_FIRST_DAY = dt.date(2024, 2, 28)
@@ -206,23 +238,22 @@ class SeedSummary:
 
 def _fixture_select(table: str) -> str:
     columns = ", ".join(
-        f"CAST({quote(col)} AS {typ}) AS {quote(col)}" for col, typ in RAW_TABLES[table].items()
+        f"CAST({quote(col)} AS {typ}) AS {quote(col)}" for col, typ in TABLES[table].items()
     )
     return f"SELECT {columns} FROM read_csv($path, header = true, all_varchar = true)"
 
 
 def _insert_pilot(conn: duckdb.DuckDBPyConnection) -> None:
-    for table in RAW_TABLES:
+    for table in TABLES:
         path = FIXTURES_DIR / f"pilot_{table.split('.')[1]}.csv"
         conn.execute(f"INSERT INTO {table} {_fixture_select(table)}", {"path": str(path)})
 
 
 def load_pilot_fixture(conn: duckdb.DuckDBPyConnection) -> None:
     """Replace the raw tables with only the hand-written pilot-market rows."""
-    ensure_schema(conn)
-    ensure_raw_tables(conn)
+    ensure_tables(conn)
     with transaction(conn):
-        for table in RAW_TABLES:
+        for table in TABLES:
             conn.execute(f"DELETE FROM {table}")
         _insert_pilot(conn)
 
@@ -242,8 +273,7 @@ def generate(
         raise ValueError(f"--orders-per-day {orders_per_day} must be between 1 and 999999")
     days = (end - start).days + 1
     customers = customers or max(50, orders_per_day * 10)
-    ensure_schema(conn)
-    ensure_raw_tables(conn)
+    ensure_tables(conn)
     params = {
         "seed": seed,
         "start": start,
@@ -256,7 +286,7 @@ def generate(
             used = {k: v for k, v in params.items() if f"${k}" in statement}
             conn.execute(statement, used)
     with transaction(conn):
-        for table in RAW_TABLES:
+        for table in TABLES:
             conn.execute(f"DELETE FROM {table}")
         # Appended in arrival order, as a loader would: late rows land at the end.
         for table, stage, order in (
@@ -269,74 +299,7 @@ def generate(
             _insert_pilot(conn)
     for temp in ("gen_customers", "gen_orders", "gen_versions", "gen_refunds", "gen_segments"):
         conn.execute(f"DROP TABLE IF EXISTS {temp}")
-    counts = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in RAW_TABLES}
+    counts = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
     return SeedSummary(
         start, end, counts["raw.orders"], counts["raw.refunds"], counts["raw.customers"]
     )
-
-
-class SourceFileError(ValueError):
-    """A user-supplied source file that does not match the raw table it should fill."""
-
-
-def load_source_files(conn: duckdb.DuckDBPyConnection, files: dict[str, Path]) -> dict[str, int]:
-    """Replace raw tables with the rows of Parquet or CSV files, after validating them.
-
-    ``files`` maps a raw table (``raw.orders``) to a file. Every file is checked before any table
-    changes: the columns must be exactly the table's, every value must convert to the column's
-    type, and required columns must not be empty. Returns the row count per table.
-    """
-    ensure_schema(conn)
-    ensure_raw_tables(conn)
-    staged: dict[str, str] = {}
-    for table, path in files.items():
-        if table not in RAW_TABLES:
-            raise SourceFileError(f"{table} is not a source table; use one of {sorted(RAW_TABLES)}")
-        path = Path(path)
-        if not path.is_file():
-            raise SourceFileError(f"{path}: no such file (for {table})")
-        reader = (
-            "read_parquet($path)"
-            if path.suffix == ".parquet"
-            else ("read_csv($path, header = true, all_varchar = true)")
-        )
-        stage = f"incoming_{table.split('.')[1]}"
-        conn.execute(
-            f"CREATE OR REPLACE TEMP TABLE {stage} AS SELECT * FROM {reader}", {"path": str(path)}
-        )
-        found = [r[0] for r in conn.execute(f"DESCRIBE {stage}").fetchall()]
-        expected = list(RAW_TABLES[table])
-        missing = [c for c in expected if c not in found]
-        extra = [c for c in found if c not in expected]
-        if missing or extra:
-            raise SourceFileError(
-                f"{path}: columns do not match {table}: missing {missing}, unexpected {extra}. "
-                f"Fix: the file needs exactly the columns {expected}."
-            )
-        for column, typ in RAW_TABLES[table].items():
-            col = quote(column)
-            bad = conn.execute(
-                f"SELECT count(*), min(CAST({col} AS VARCHAR)) FROM {stage} "
-                f"WHERE {col} IS NOT NULL AND TRY_CAST({col} AS {typ}) IS NULL"
-            ).fetchone()
-            if bad[0]:
-                raise SourceFileError(
-                    f"{path}: column {column} has {bad[0]} value(s) that are not {typ}, "
-                    f"e.g. {bad[1]!r}. Fix: correct those values or the column's type."
-                )
-            if column in RAW_REQUIRED[table]:
-                nulls = conn.execute(f"SELECT count(*) FROM {stage} WHERE {col} IS NULL").fetchone()
-                if nulls[0]:
-                    raise SourceFileError(
-                        f"{path}: column {column} is empty in {nulls[0]} row(s); it is required. "
-                        "Fix: fill it or drop those rows."
-                    )
-        staged[table] = stage
-    counts = {}
-    with transaction(conn):
-        for table, stage in staged.items():
-            casts = ", ".join(f"CAST({quote(c)} AS {t})" for c, t in RAW_TABLES[table].items())
-            conn.execute(f"DELETE FROM {table}")
-            conn.execute(f"INSERT INTO {table} SELECT {casts} FROM {stage}")
-            counts[table] = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-    return counts

@@ -11,10 +11,9 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from backfill_assets.canary import canary_markdown, run_canary
-from backfill_assets.catalog import shipped_plans
+from backfill_assets.component.resources import session
 from backfill_assets.plan import Plan
 from backfill_assets.preflight import preflight
-from backfill_assets.warehouse import session
 
 
 def build_preflight(plan: Plan) -> dg.Definitions:
@@ -79,8 +78,3 @@ def build_preflight(plan: Plan) -> dg.Definitions:
         _sample()
 
     return dg.Definitions(assets=[_preflight], jobs=[sample_job])
-
-
-@dg.definitions
-def defs() -> dg.Definitions:
-    return dg.Definitions.merge(*(build_preflight(plan) for plan in shipped_plans()))

@@ -69,7 +69,11 @@ def _restore_sigint() -> None:
 
 
 class DagsterDev:
-    """``with DagsterDev(home, warehouse) as dev:`` a running webserver + daemon on 127.0.0.1."""
+    """``with DagsterDev(home, warehouse) as dev:`` a running webserver + daemon on 127.0.0.1.
+
+    ``workspace`` (default: this project's) and ``location`` choose the code location, so the
+    same harness drives a team's own project; ``env`` adds environment variables.
+    """
 
     def __init__(
         self,
@@ -78,7 +82,13 @@ class DagsterDev:
         port: int | None = None,
         log_file: Path | None = None,
         startup_timeout: float = 120,
+        workspace: Path | None = None,
+        env: dict[str, str] | None = None,
+        location: str = LOCATION,
     ) -> None:
+        self.location = location
+        self.workspace = Path(workspace or PROJECT_DIR / "workspace.yaml").resolve()
+        self.extra_env = env or {}
         self.dagster_home = Path(dagster_home)
         self.warehouse = warehouse
         self.port = port or free_port()
@@ -101,16 +111,17 @@ class DagsterDev:
             **os.environ,
             "DAGSTER_HOME": str(self.dagster_home.resolve()),
             "BACKFILL_WAREHOUSE": self.warehouse,
+            **self.extra_env,
         }
         command = [
             sys.executable, "-m", "dagster", "dev",
-            "-w", str(PROJECT_DIR / "workspace.yaml"),
+            "-w", str(self.workspace),
             "-h", "127.0.0.1", "-p", str(self.port),
         ]  # fmt: skip
         self._log = open(self.log_file, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             command,
-            cwd=PROJECT_DIR,
+            cwd=self.workspace.parent,
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -142,7 +153,7 @@ class DagsterDev:
             return False
         entries = data["workspaceOrError"].get("locationEntries", [])
         return any(
-            e["name"] == LOCATION
+            e["name"] == self.location
             and e["loadStatus"] == "LOADED"
             and e["locationOrLoadError"]["__typename"] == "RepositoryLocation"
             for e in entries
@@ -276,7 +287,7 @@ class DagsterDev:
             {
                 "params": {
                     "selector": {
-                        "repositoryLocationName": LOCATION,
+                        "repositoryLocationName": self.location,
                         "repositoryName": REPOSITORY,
                         "jobName": job_name,
                     },

@@ -1,4 +1,4 @@
-"""The seeded generator and loading raw tables from user files, on real DuckDB files."""
+"""The example's seeded generator, on real DuckDB files."""
 
 import datetime as dt
 from collections.abc import Iterator
@@ -7,8 +7,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from backfill_assets.seed import SourceFileError, generate, load_source_files
-from backfill_assets.warehouse import RAW_TABLES
+from backfill_assets.example.generator import TABLES as RAW_TABLES
+from backfill_assets.example.generator import generate
 
 PILOT_ORDER_IDS = 7  # 9000000001 .. 9000000007 in fixtures/pilot_orders.csv
 PILOT_COUNTS = {"raw.orders": 10, "raw.refunds": 4, "raw.customers": 4}  # rows in the pilot CSVs
@@ -265,125 +265,3 @@ def test_generated_customers_change_segment_without_overlap(realistic):
         )
         == 0
     )
-
-
-# --------------------------------------------------------------------------------------------
-# load_source_files()
-# --------------------------------------------------------------------------------------------
-
-
-def _export(conn: duckdb.DuckDBPyConnection, folder: Path, fmt: str) -> dict[str, Path]:
-    files = {}
-    for table in RAW_TABLES:
-        path = folder / f"{table.split('.')[1]}.{fmt}"
-        option = "FORMAT csv, HEADER true" if fmt == "csv" else "FORMAT parquet"
-        conn.execute(f"COPY (SELECT * FROM {table}) TO '{path}' ({option})")
-        files[table] = path
-    return files
-
-
-@pytest.mark.parametrize("fmt", ["csv", "parquet"])
-def test_source_files_round_trip(pilot, tmp_path, fmt):
-    files = _export(pilot, tmp_path, fmt)
-    target = duckdb.connect(str(tmp_path / "loaded.duckdb"))
-    try:
-        assert load_source_files(target, files) == PILOT_COUNTS
-        assert raw_checksums(target) == raw_checksums(pilot)
-        # NULL region and NULL valid_to survive the trip as NULLs, not empty strings
-        assert scalar(target, "SELECT count(*) FROM raw.orders WHERE region IS NULL") == 2
-        assert scalar(target, "SELECT count(*) FROM raw.customers WHERE valid_to IS NULL") == 3
-    finally:
-        target.close()
-
-
-def test_source_file_columns_may_come_in_any_order(pilot, tmp_path):
-    before = raw_checksums(pilot)
-    path = tmp_path / "orders_reordered.csv"
-    pilot.execute(
-        "COPY (SELECT ingested_at, status, amount, order_ts, region, customer_id, order_id "
-        f"FROM raw.orders) TO '{path}' (FORMAT csv, HEADER true)"
-    )
-    assert load_source_files(pilot, {"raw.orders": path}) == {"raw.orders": 10}
-    assert raw_checksums(pilot) == before
-
-
-ORDERS_HEADER = "order_id,customer_id,region,order_ts,amount,status,ingested_at"
-GOOD_ORDER = "1,7,north,2024-01-02 10:00:00,12.50,placed,2024-01-02 10:01:00"
-
-BAD_CSV_FILES = {
-    # id: (file text, column the message must name)
-    "missing_column": (
-        "order_id,customer_id,region,order_ts,status,ingested_at\n"
-        "1,7,north,2024-01-02 10:00:00,placed,2024-01-02 10:01:00\n",
-        "amount",
-    ),
-    "extra_column": (
-        f"{ORDERS_HEADER},coupon\n{GOOD_ORDER},SPRING24\n",
-        "coupon",
-    ),
-    "non_numeric_amount": (
-        f"{ORDERS_HEADER}\n{GOOD_ORDER}\n2,7,north,2024-01-02 11:00:00,abc,placed,"
-        "2024-01-02 11:01:00\n",
-        "amount",
-    ),
-    "null_order_ts": (
-        f"{ORDERS_HEADER}\n{GOOD_ORDER}\n2,7,north,,20.00,placed,2024-01-02 11:01:00\n",
-        "order_ts",
-    ),
-}
-
-
-@pytest.mark.parametrize("case", list(BAD_CSV_FILES))
-def test_bad_csv_is_refused_and_changes_nothing(pilot, tmp_path, case):
-    text, column = BAD_CSV_FILES[case]
-    bad = tmp_path / f"orders_{case}.csv"
-    bad.write_text(text)
-    # a valid refunds file listed first: it must not be loaded either
-    good_refunds = tmp_path / "refunds.csv"
-    good_refunds.write_text(
-        "refund_id,order_id,refund_ts,amount,ingested_at\n"
-        "11,1,2024-01-05 10:00:00,2.50,2024-01-05 10:05:00\n"
-    )
-    before = raw_checksums(pilot)
-    assert counts(pilot) == PILOT_COUNTS
-
-    with pytest.raises(SourceFileError) as error:
-        load_source_files(pilot, {"raw.refunds": good_refunds, "raw.orders": bad})
-    message = str(error.value)
-    assert str(bad) in message
-    assert column in message
-    assert counts(pilot) == PILOT_COUNTS
-    assert raw_checksums(pilot) == before
-
-
-def test_bad_parquet_is_refused_and_changes_nothing(pilot, tmp_path):
-    before = raw_checksums(pilot)
-    bad_amount = tmp_path / "orders_bad_amount.parquet"
-    pilot.execute(
-        "COPY (SELECT * REPLACE (CASE WHEN order_id = 9000000003 THEN 'abc' "
-        "ELSE CAST(amount AS VARCHAR) END AS amount) FROM raw.orders) "
-        f"TO '{bad_amount}' (FORMAT parquet)"
-    )
-    with pytest.raises(SourceFileError) as error:
-        load_source_files(pilot, {"raw.orders": bad_amount})
-    assert str(bad_amount) in str(error.value) and "amount" in str(error.value)
-
-    missing = tmp_path / "customers_missing_segment.parquet"
-    pilot.execute(
-        f"COPY (SELECT * EXCLUDE (segment) FROM raw.customers) TO '{missing}' (FORMAT parquet)"
-    )
-    with pytest.raises(SourceFileError) as error:
-        load_source_files(pilot, {"raw.customers": missing})
-    assert str(missing) in str(error.value) and "segment" in str(error.value)
-    assert raw_checksums(pilot) == before
-
-
-def test_unknown_table_or_missing_file_is_refused(pilot, tmp_path):
-    before = raw_checksums(pilot)
-    with pytest.raises(SourceFileError, match="raw.payments"):
-        load_source_files(pilot, {"raw.payments": tmp_path / "x.csv"})
-    absent = tmp_path / "nowhere.csv"
-    with pytest.raises(SourceFileError) as error:
-        load_source_files(pilot, {"raw.orders": absent})
-    assert str(absent) in str(error.value)
-    assert raw_checksums(pilot) == before

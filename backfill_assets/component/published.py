@@ -16,10 +16,12 @@ import datetime as dt
 
 import dagster as dg
 import duckdb
+import pandas as pd
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
-from backfill_assets.catalog import shipped_plans
+from backfill_assets import evidence
+from backfill_assets.component.resources import session
 from backfill_assets.cutover import cutover_summary, write_summary
 from backfill_assets.plan import Plan
 from backfill_assets.publish import (
@@ -29,9 +31,10 @@ from backfill_assets.publish import (
     published_version,
     rollback,
 )
-from backfill_assets.report import reconciliation_markdown, reconciliation_table
+from backfill_assets.reconcile import Reconciliation
+from backfill_assets.report import reconciliation_markdown
 from backfill_assets.settings import reports_dir
-from backfill_assets.warehouse import UTC_NOW, open_read_only, session
+from backfill_assets.warehouse import open_read_only
 from backfill_assets.window_checks import WindowCheck, run_window_checks, window_check_names
 
 PUBLISHED = "published"  # window-check config: the version users see now
@@ -77,6 +80,26 @@ class RollbackConfig(dg.Config):
 
     by: str = Field(description="Who is rolling back.")
     reason: str = Field(description="Why, for the log.")
+
+
+def _plain(value):
+    """A table cell as JSON-safe Python (dates as ISO text, NaN as None)."""
+    if pd.isna(value):
+        return None
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, float | int | str | bool):
+        return value
+    return str(value)
+
+
+def reconciliation_table(recon: Reconciliation) -> dg.MetadataValue:
+    """The full reconciliation table (worst residual first) as Dagster table metadata."""
+    records = [
+        dg.TableRecord({k: _plain(v) for k, v in row.items()})
+        for row in recon.table.to_dict(orient="records")
+    ]
+    return dg.MetadataValue.table(records=records)
 
 
 def published_key(plan: Plan) -> dg.AssetKey:
@@ -260,12 +283,7 @@ def build_published(plan: Plan) -> dg.Definitions:
     def _after_writes(context: dg.SensorEvaluationContext, warehouse: DuckDBResource):
         try:
             with open_read_only(warehouse.database) as conn:
-                last, settled = conn.execute(
-                    "SELECT max(written_at), "
-                    f"max(written_at) < {UTC_NOW} - INTERVAL (?) SECOND "
-                    "FROM backfill.partition_evidence WHERE model = ?",
-                    [SETTLE_SECONDS, plan.name],
-                ).fetchone()
+                last, settled = evidence.last_write(conn, plan, SETTLE_SECONDS)
         except duckdb.Error as error:
             return dg.SkipReason(f"warehouse not readable now, trying next tick: {error}")
         if last is None:
@@ -306,8 +324,3 @@ def build_published(plan: Plan) -> dg.Definitions:
         sensors=[_after_writes],
         schedules=[monitor],
     )
-
-
-@dg.definitions
-def defs() -> dg.Definitions:
-    return dg.Definitions.merge(*(build_published(plan) for plan in shipped_plans()))

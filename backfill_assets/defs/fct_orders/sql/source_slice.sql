@@ -7,16 +7,16 @@ WITH touched AS (
     WHERE order_ts >= $start AND order_ts < $end
 ),
 versions AS (
-    SELECT t.day, o.customer_id, o.ingested_at, hash(o) AS row_hash
+    SELECT t.day, o.customer_id, o.ingested_at AS loaded_at, hash(o) AS row_hash
     FROM touched AS t
     JOIN raw.orders AS o USING (order_id)
 ),
 customers_of_day AS (
     SELECT DISTINCT day, customer_id FROM versions
 )
-SELECT day, 'raw.orders' AS source, ingested_at, row_hash
+SELECT day, 'raw.orders' AS source, loaded_at, row_hash
 FROM versions
 UNION ALL
-SELECT d.day, 'raw.customers' AS source, CAST(NULL AS TIMESTAMP) AS ingested_at, hash(c) AS row_hash
+SELECT d.day, 'raw.customers' AS source, CAST(NULL AS TIMESTAMP) AS loaded_at, hash(c) AS row_hash
 FROM customers_of_day AS d
 JOIN raw.customers AS c USING (customer_id)

@@ -1,0 +1,119 @@
+"""The late-data sensor of one plan: repair the days whose sources changed since they were built.
+
+``late_data_<plan>_sensor`` probes the plan's source tables (milliseconds), and when they moved
+compares the built days with their sources (only the days that appended rows reach, when the
+sources only grew by rows with a later ``loaded_at``; every built day otherwise), asking for one
+run per changed day that rebuilds every built version of that day together. The run key carries
+the new fingerprint, so the daemon launches each change once. At most ``max_repairs_per_tick``
+new requests go out per tick, oldest day first; the rest wait for the next tick. A full
+comparison runs at least every ``full_scan_minutes``.
+
+Each plan has its own sensor, so plans with different partitions, or a plan whose source table
+is missing, do not affect each other. Sensors are not serialized by the run pool: they read the
+warehouse read-only and skip the tick when a writer holds the file.
+"""
+
+import json
+import time
+
+import dagster as dg
+import duckdb
+from dagster_duckdb import DuckDBResource
+from pydantic import Field
+
+from backfill_assets.component.models import model_key
+from backfill_assets.late import find_repairs, narrowed_days, source_probes
+from backfill_assets.plan import Plan
+from backfill_assets.sources import source_problems
+from backfill_assets.warehouse import open_read_only
+
+REPAIR_TAG = "backfill_assets/repair"
+PLAN_TAG = "backfill_assets/plan"
+REMEMBERED_KEYS = 1000
+
+
+class LateDataPolicy(dg.Model, dg.Resolvable):
+    """How much work one late-data sensor tick may do (``late_data:`` in ``defs.yaml``)."""
+
+    max_repairs_per_tick: int = Field(
+        default=20, ge=1, description="New repair runs requested per tick at most."
+    )
+    full_scan_minutes: int = Field(
+        default=60,
+        ge=1,
+        description="Compare every built day with its sources at least this often, even when "
+        "the cheap per-table probes say nothing changed.",
+    )
+
+
+def late_data_sensor(plan: Plan, policy: LateDataPolicy) -> dg.SensorDefinition:
+    """The plan's late-data sensor."""
+    models = [model_key(plan, v) for v in plan.version_names]
+
+    @dg.sensor(
+        name=f"late_data_{plan.name}_sensor",
+        description=(
+            f"Requests a repair run for every built day of {plan.name} whose source rows changed "
+            "since it was built (late or re-sent rows), all built versions of the day together."
+        ),
+        target=dg.AssetSelection.assets(*models),
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )
+    def _sensor(context: dg.SensorEvaluationContext, warehouse: DuckDBResource):
+        cursor = json.loads(context.cursor) if context.cursor else {}
+        now = time.time()
+        full_scan_due = now - cursor.get("full_scan_at", 0) >= 60 * policy.full_scan_minutes
+        try:
+            with open_read_only(warehouse.database) as conn:
+                problems = source_problems(conn, plan.sources)
+                if problems:
+                    return dg.SkipReason("; ".join(problems))
+                probes = source_probes(conn, [plan])
+                before = cursor.get("probes")
+                moved = before is None or probes != before
+                scan_all = full_scan_due or cursor.get("waiting") or before is None
+                if not (moved or scan_all):
+                    return dg.SkipReason("no source table changed since the last scan")
+                narrowed = {}
+                if not scan_all:
+                    narrowed = narrowed_days(conn, [plan], before, probes)
+                scan = find_repairs(conn, [plan], narrowed)
+        except duckdb.Error as error:
+            return dg.SkipReason(f"warehouse not readable now, trying next tick: {error}")
+        requested = set(cursor.get("requested", []))
+        new = [r for r in scan.repairs if r.run_key not in requested]
+        chosen = new[: policy.max_repairs_per_tick]
+        seen = scan.describe(chosen, already_requested=len(scan.repairs) - len(new))
+        scope = (
+            f"{len(narrowed[plan.name])} days with new rows"
+            if plan.name in narrowed
+            else "whole window"
+        )
+        remembered = [*cursor.get("requested", []), *(r.run_key for r in chosen)]
+        context.update_cursor(
+            json.dumps(
+                {
+                    "seen": f"scanned {plan.name} ({scope}): {seen}",
+                    "requested": remembered[-REMEMBERED_KEYS:],
+                    "waiting": len(new) - len(chosen),
+                    "probes": probes,
+                    # Only a comparison of every built day resets the full-scan clock.
+                    "full_scan_at": now if not narrowed else cursor.get("full_scan_at", 0),
+                }
+            )
+        )
+        if not chosen:
+            return dg.SkipReason(seen)
+        context.log.info(seen)
+        return [
+            dg.RunRequest(
+                run_key=repair.run_key,
+                partition_key=repair.day.isoformat(),
+                asset_selection=[model_key(plan, v) for v in repair.versions],
+                tags={REPAIR_TAG: "late_data", PLAN_TAG: repair.plan},
+            )
+            for repair in chosen
+        ]
+
+    return _sensor

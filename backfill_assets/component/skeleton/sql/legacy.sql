@@ -1,0 +1,9 @@
+-- __NAME__, legacy logic: every event counts. Window: [$start, $end).
+SELECT
+    CAST(event_ts AS DATE) AS event_date,
+    category,
+    count(*) AS events,
+    CAST(sum(amount) AS DECIMAL(18, 2)) AS amount
+FROM raw.events
+WHERE event_ts >= $start AND event_ts < $end
+GROUP BY ALL
