@@ -1,23 +1,22 @@
-"""Building a window of days for one version of a plan: stage, prove, then swap in atomically.
+"""Building a window of partitions for one version of a plan: stage, prove, swap in atomically.
 
-A build of the days ``[start, end)``:
+A build of the partitions ``[start, end)``:
 
 1. runs the version's SQL once over the whole window into a temporary staging table;
-2. computes each day's source fingerprint from the plan's source-slice SQL (``fingerprint.py``);
-3. computes each day's partition checks on the staged rows (``partition_checks.py``);
+2. computes each partition's source fingerprint (``fingerprint.py``);
+3. computes each partition's checks on the staged rows (``partition_checks.py``);
 4. in ONE transaction deletes the window from ``models.<plan>__<version>``, inserts the staged
    rows and replaces the window's evidence (``evidence.py``).
 
-Write-audit-publish: when the version is the one ``analytics.<plan>`` publishes, a day that fails
-a partition check is not written; users keep seeing its previous rows, and its evidence records
-the rejected build (``applied = false``, ``checks_passed = false``). Other versions are written
-whole, failing days included, so they can be inspected; the promotion gate refuses them.
+Write-audit-publish: when the version is the one ``analytics.<plan>`` publishes, a partition that
+fails a check is not written; users keep seeing its previous rows, and its evidence records the
+rejected build (``applied = false``, ``checks_passed = false``). Other versions are written
+whole, failing partitions included, so they can be inspected; the promotion gate refuses them.
 
-A failure anywhere before the commit leaves every day and its evidence as they were; running the
-same window again leaves identical content.
+A failure anywhere before the commit leaves every partition and its evidence as they were;
+running the same window again leaves identical content.
 """
 
-import datetime as dt
 import time
 from dataclasses import dataclass
 
@@ -26,8 +25,9 @@ import duckdb
 from backfill_assets import evidence
 from backfill_assets.fingerprint import STAGE as FINGERPRINTS
 from backfill_assets.fingerprint import stage_fingerprints
-from backfill_assets.partition_checks import DayChecks, run_partition_checks
-from backfill_assets.plan import Plan, output_type_problems
+from backfill_assets.partition_checks import PartitionChecks, run_partition_checks
+from backfill_assets.partitions import Partition
+from backfill_assets.plan import Plan, output_type_problems, window_params
 from backfill_assets.sources import source_problems
 from backfill_assets.warehouse import quote, table_exists, transaction
 
@@ -40,22 +40,22 @@ class BuildError(RuntimeError):
 
 @dataclass(frozen=True)
 class BuildResult:
-    """What one build wrote, per day."""
+    """What one build wrote, per partition."""
 
     plan: str
     version: str
-    start: dt.date
-    end: dt.date  # exclusive
-    days: list[DayChecks]
-    held: list[dt.date]  # failing days not written because the version is published
+    start: Partition
+    end: Partition  # exclusive
+    partitions: list[PartitionChecks]
+    held: list[Partition]  # failing partitions not written because the version is published
 
     @property
     def rows(self) -> int:
-        return sum(day.row_count for day in self.days)
+        return sum(p.row_count for p in self.partitions)
 
     @property
-    def failing_days(self) -> list[DayChecks]:
-        return [day for day in self.days if not day.passed]
+    def failing(self) -> list[PartitionChecks]:
+        return [p for p in self.partitions if not p.passed]
 
 
 def check_sources(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> None:
@@ -67,17 +67,25 @@ def check_sources(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> 
         raise BuildError(f"{plan.name}/{version}: " + "; ".join(problems) + ".")
 
 
-def _stage(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str, start, end) -> None:
+def _window_text(plan: Plan, start: Partition, end: Partition) -> str:
+    """``2024-01-01..2024-01-31``: a window's first and last partition."""
+    last = plan.cadence.starts(start, end)[-1]
+    return f"{plan.cadence.label(start)}..{plan.cadence.label(last)}"
+
+
+def _stage(
+    conn: duckdb.DuckDBPyConnection, plan: Plan, version: str, start: Partition, end: Partition
+) -> None:
     sql = plan.version_sql(version)
     try:
         conn.execute(
             f"CREATE OR REPLACE TEMP TABLE {STAGE} AS SELECT * FROM ({sql})",
-            {"start": start, "end": end},
+            window_params(sql, plan.cadence, start, end),
         )
     except duckdb.Error as error:
         raise BuildError(
             f"{plan.name}/{version}: the version's SQL failed for "
-            f"{start}..{end - dt.timedelta(1)}: "
+            f"{_window_text(plan, start, end)}: "
             f"{str(error).splitlines()[0]}. Fix: check that the source tables "
             f"{[s.table for s in plan.sources]} exist with the columns the SQL reads."
         ) from error
@@ -89,17 +97,20 @@ def _stage(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str, start, end
             + "; ".join(f"{field}: {problem}" for field, problem in problems)
             + ". Fix: correct the types in the SQL or the source table."
         )
-    outside = conn.execute(
-        f"SELECT count(*), min({plan.partition_column}) FROM {STAGE} "
-        f"WHERE {plan.partition_column} IS NULL "
-        f"OR {plan.partition_column} < $start OR {plan.partition_column} >= $end",
+    pc, cadence = plan.partition_column, plan.cadence
+    misplaced = conn.execute(
+        f"SELECT count(*), min({pc}) FROM {STAGE} "
+        f"WHERE {pc} IS NULL OR {pc} < $start OR {pc} >= $end "
+        f"OR {pc} <> {cadence.sql_start_of(pc)}",
         {"start": start, "end": end},
     ).fetchone()
-    if outside[0]:
+    if misplaced[0]:
         raise BuildError(
-            f"{plan.name}/{version}: the SQL returned {outside[0]} row(s) outside the window "
-            f"{start}..{end - dt.timedelta(1)} (e.g. {plan.spec.partition_column}={outside[1]}). "
-            "Fix: filter the SQL on $start <= day < $end."
+            f"{plan.name}/{version}: the SQL returned {misplaced[0]} row(s) whose "
+            f"{plan.spec.partition_column} is not the start of a {cadence.word} of the window "
+            f"{_window_text(plan, start, end)} (e.g. {misplaced[1]}). Fix: filter the SQL on "
+            f"$start <= {plan.spec.partition_column} < $end and give each row the first "
+            f"{'hour (UTC)' if cadence.is_hourly else 'day'} of its {cadence.word}."
         )
 
 
@@ -123,34 +134,42 @@ def build_window(
     conn: duckdb.DuckDBPyConnection,
     plan: Plan,
     version: str,
-    start: dt.date,
-    end: dt.date,
+    start: Partition,
+    end: Partition,
     run_id: str,
     published: bool = False,
 ) -> BuildResult:
-    """Build the days ``[start, end)`` of one version and write them atomically.
+    """Build the partitions ``[start, end)`` of one version and write them atomically.
 
-    ``published``: users see this version now, so a day failing its checks keeps its rows.
+    ``published``: users see this version now, so a partition failing its checks keeps its
+    rows (write-audit-publish).
     """
-    if end <= start:
+    cadence = plan.cadence
+    start, end = cadence.value(start), cadence.value(end)
+    if end <= start or not cadence.starts(start, end):
         raise BuildError(
             f"{plan.name}/{version}: empty window {start}..{end}; end must be after start"
         )
-    if start < plan.spec.partitions.start:
+    if cadence.floor(start) != start:
         raise BuildError(
-            f"{plan.name}/{version}: {start} is before the first partition "
-            f"{plan.spec.partitions.start}. Fix: choose days inside the partitions."
+            f"{plan.name}/{version}: {start} is not the start of a {cadence.word} "
+            f"({cadence.floor(start)} is). Fix: give the first partition of the window."
+        )
+    if start < plan.first_partition:
+        raise BuildError(
+            f"{plan.name}/{version}: {cadence.label(start)} is before the first partition "
+            f"{cadence.label(plan.first_partition)}. Fix: choose partitions inside the plan's."
         )
     evidence.ensure_evidence(conn)
     started = time.perf_counter()
     check_sources(conn, plan, version)
     _stage(conn, plan, version, start, end)
     stage_fingerprints(conn, plan, start, end)
-    days = run_partition_checks(conn, plan, version, STAGE, start, end)
+    partitions = run_partition_checks(conn, plan, version, STAGE, start, end)
     _ensure_model_table(conn, plan, version)
-    held = [d.day for d in days if not d.passed] if published else []
+    held = [p.partition for p in partitions if not p.passed] if published else []
     pc = plan.partition_column
-    keep = f"NOT list_contains(CAST($held AS DATE[]), {pc})"
+    keep = f"NOT list_contains(CAST($held AS {cadence.column_type}[]), {pc})"
     try:
         with transaction(conn):
             conn.execute(
@@ -163,7 +182,7 @@ def build_window(
                 {"held": held},
             )
             seconds = time.perf_counter() - started
-            verdicts = [(d.day, d.passed, d.checks) for d in days]
+            verdicts = [(p.partition, p.passed, p.checks) for p in partitions]
             evidence.replace_window(
                 conn,
                 plan,
@@ -179,4 +198,4 @@ def build_window(
             )
     finally:
         conn.execute(f"DROP TABLE IF EXISTS {quote(STAGE)}")
-    return BuildResult(plan.name, version, start, end, days, held)
+    return BuildResult(plan.name, version, start, end, partitions, held)

@@ -7,7 +7,8 @@ way, so a team's plans live in the team's own project.
 
 Plans are independent: each loads on its own, and a broken plan fails alone. What links them is
 checked here, symmetrically (both sides are refused, whichever loads first): two plans may not
-share a name, and two plans that read the same source table must declare it the same way.
+share a name or a physical table (DuckDB ignores case in names, so neither does this check), and
+two plans that read the same source table must declare it the same way.
 """
 
 import os
@@ -20,7 +21,7 @@ import duckdb
 import yaml
 from pydantic import ValidationError
 
-from backfill_assets.plan import Plan, PlanError, PlanSpec, load_plan
+from backfill_assets.plan import Plan, PlanError, PlanSpec, load_plan, read_plan_file
 from backfill_assets.sources import warehouse_columns
 from backfill_assets.warehouse import open_read_only
 
@@ -35,7 +36,7 @@ def plan_files(defs_root: Path) -> list[Path]:
     for defs_yaml in sorted(Path(defs_root).rglob("defs.yaml")):
         try:
             documents = list(yaml.safe_load_all(defs_yaml.read_text(encoding="utf-8")))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
             continue  # Dagster reports an unreadable defs.yaml itself
         for doc in documents:
             if isinstance(doc, dict) and doc.get("type") in COMPONENT_TYPES:
@@ -64,24 +65,39 @@ def default_defs_root(start: Path | None = None) -> Path:
         except (KeyError, tomllib.TOMLDecodeError):
             continue
         module = project.get("defs_module") or f"{project['root_module']}.defs"
-        spec = find_spec(module)
+        try:
+            spec = find_spec(module)
+        except ModuleNotFoundError:  # a project that is not installed: look beside its file
+            spec = None
         if spec and spec.submodule_search_locations:
             return Path(next(iter(spec.submodule_search_locations)))
+        for base in (candidate, candidate / "src"):
+            folder = base.joinpath(*module.split("."))
+            if folder.is_dir():
+                return folder
     return SHIPPED_DEFS
 
 
 def _spec_only(path: Path) -> PlanSpec | None:
-    """A plan's fields without its SQL, or None when they do not validate (its own load says
-    why)."""
+    """A plan's fields without its SQL, or None when the file or its fields do not validate
+    (its own load says why). Read as strictly as the plan's own load: a sibling whose file is
+    malformed, or has a key written twice, is skipped rather than guessed at."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        return PlanSpec.model_validate(raw)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValidationError, RecursionError):
+        return PlanSpec.model_validate(read_plan_file(path))
+    except (PlanError, ValidationError):
         return None
 
 
+def _tables(spec: PlanSpec, path: Path) -> dict[str, str]:
+    """The physical tables of a plan's versions, by their name as DuckDB compares names."""
+    plan = Plan(spec=spec, path=path)
+    tables = [f"models.{plan.table_name(version)}" for version in plan.version_names]
+    return {table.casefold(): table for table in tables}
+
+
 def conflicts(path: Path, spec: PlanSpec, others: list[Path]) -> list[str]:
-    """What ``spec`` (at ``path``) clashes with in the other plans: its name, its sources."""
+    """What ``spec`` (at ``path``) clashes with in the other plans: its name, its tables, its
+    sources."""
     problems = []
     mine = {source.table: source for source in spec.sources}
     for other_path in others:
@@ -95,6 +111,22 @@ def conflicts(path: Path, spec: PlanSpec, others: list[Path]) -> list[str]:
                 f"field 'name': {spec.name!r} is also the name of {other_path}. "
                 "Fix: give each plan its own name"
             )
+        elif other.name.casefold() == spec.name.casefold():
+            problems.append(
+                f"field 'name': {spec.name!r} and {other.name!r} of {other_path} name the same "
+                f"view analytics.{spec.name} and tables (DuckDB ignores case in names). "
+                "Fix: give each plan its own name"
+            )
+        else:
+            theirs = _tables(other, other_path)
+            for key, table in _tables(spec, path).items():
+                if key in theirs:
+                    problems.append(
+                        f"field 'versions': {table} is also the table {theirs[key]} of plan "
+                        f"{other.name!r} ({other_path}); a version's table is "
+                        "models.<plan>__<version> and DuckDB ignores case in names. Fix: rename "
+                        "this plan or the version so that no two plans write one table"
+                    )
         for source in other.sources:
             if source.table in mine and mine[source.table] != source:
                 problems.append(

@@ -4,6 +4,8 @@
     backfill-assets plan daily_revenue
     backfill-assets load raw.flights flights.parquet
     backfill-assets reconcile daily_revenue
+    backfill-assets affected daily_revenue --where "region = 'emea'" [--launch]
+    backfill-assets cutover daily_revenue       # write the latest cutover summary again
     backfill-assets status
     backfill-assets ui
     backfill-assets seed / arrive / demo       # the shipped example's data and demo
@@ -19,13 +21,19 @@ import datetime as dt
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import duckdb
 
 from backfill_assets import settings
-from backfill_assets.catalog import Catalog, load_catalog
-from backfill_assets.warehouse import check_warehouse_name
+from backfill_assets.catalog import Catalog, default_defs_root, load_catalog
+from backfill_assets.warehouse import (
+    WarehouseFileError,
+    check_warehouse_name,
+    open_checked,
+    open_read_only,
+)
 
 
 def parse_date(text: str) -> dt.date:
@@ -38,16 +46,58 @@ def parse_date(text: str) -> dt.date:
 
 
 def connect() -> duckdb.DuckDBPyConnection:
-    """Open the configured warehouse file, creating its folder on first use."""
+    """Open the configured warehouse for a command that writes sources (``seed``, ``load``),
+    creating the file and its folder on first use. An existing file is read through first, so
+    a damaged one is refused before anything is written to it."""
     path = Path(settings.warehouse_path())
     check_warehouse_name(str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    return duckdb.connect(str(path))
+    return open_checked(str(path), create=True)
+
+
+def connect_existing() -> duckdb.DuckDBPyConnection:
+    """Open the configured warehouse for a command that needs its data; a missing file is an
+    error (none is created) and a damaged one is refused, both naming the fix."""
+    return open_checked(settings.warehouse_path())
+
+
+def read_only_waiting(path: str, seconds: float = 60) -> duckdb.DuckDBPyConnection:
+    """A read-only connection for a command that only reads, waiting up to ``seconds`` while a
+    run holds the file for writing (``dagster dev`` may be running beside the command)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return open_read_only(path)
+        except WarehouseFileError:
+            raise
+        except duckdb.IOException as error:
+            if "lock" not in str(error).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(1)
 
 
 def catalog(args: argparse.Namespace) -> Catalog:
-    """The plans of the chosen defs folder."""
-    return load_catalog(args.defs, settings.warehouse_path())
+    """The plans of the chosen defs folder.
+
+    Plans that do not declare a source's columns take them from the warehouse, and a warehouse
+    that cannot be read would leave them unbound with a misleading error: an existing file is
+    therefore read through first (a missing one is fine: ``check`` needs none).
+    """
+    path = settings.warehouse_path()
+    if Path(path).exists():
+        _read_through_unless_busy(path)
+    return load_catalog(args.defs, path)
+
+
+def _read_through_unless_busy(path: str) -> None:
+    """Raise when the file is damaged; a file another process holds is not this check's
+    business (the command that needs the data reports the lock)."""
+    try:
+        open_checked(path).close()
+    except WarehouseFileError:
+        raise
+    except duckdb.Error:
+        pass
 
 
 def use_project_dagster_home() -> Path:
@@ -82,7 +132,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     for path, error in found.errors.items():
         print(f"BROKEN  {path}\n        " + str(error).replace("\n", "\n        "))
     if not found.plans and not found.errors:
-        print(f"no BackfillPlan components under {args.defs or 'the defs folder'}")
+        print(f"no BackfillPlan components under {args.defs or default_defs_root()}")
     return 1 if found.errors else 0
 
 
@@ -91,7 +141,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     from backfill_assets.report import reconciliation_text, write_html
 
     plan = catalog(args).named(args.plan)
-    with connect() as conn:
+    with connect_existing() as conn:
         recon = reconcile(conn, plan)
     print(reconciliation_text(recon))
     path = write_html(
@@ -106,7 +156,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     found = catalog(args)
     plans = [found.named(args.plan)] if args.plan else found.plans
-    with connect() as conn:
+    with connect_existing() as conn:
         print(status_text(conn, plans))
     return 0
 
@@ -120,10 +170,103 @@ def cmd_plan(args: argparse.Namespace) -> int:
     except PlanError as error:
         print(f"NOT READY: the plan does not load.\n{error}")
         return 1
-    with connect() as conn:
+    with connect_existing() as conn:
         report = preflight(conn, plan)
     print(report.text())
     return 0 if report.ready else 1
+
+
+def cmd_cutover(args: argparse.Namespace) -> int:
+    from backfill_assets.cutover import regenerate_summary
+
+    plan = catalog(args).named(args.plan)
+    with connect_existing() as conn:
+        path = regenerate_summary(conn, plan, args.reports or settings.reports_dir())
+    print(f"cutover summary of the latest promotion of {plan.name}: {path}")
+    return 0
+
+
+def cmd_affected(args: argparse.Namespace) -> int:
+    from backfill_assets.affected import affected_partitions
+    from backfill_assets.component.models import partition_key
+
+    plan = catalog(args).named(args.plan)
+    source = plan.source(args.source) if args.source else plan.sources[0]
+    versions = args.versions.split(",") if args.versions else plan.version_names
+    for version in versions:
+        plan.version(version)  # an unknown version is refused before anything runs
+    with read_only_waiting(settings.warehouse_path()) as conn:
+        found = affected_partitions(conn, plan, source, args.where)
+    cadence = plan.cadence
+    if not found:
+        print(
+            f"no {cadence.word} of the {plan.name} window has a row of {source.table} matching "
+            f"{args.where!r}: nothing to rebuild"
+        )
+        return 0
+    spans = cadence.spans(found)
+    print(
+        f"{len(found)} {cadence.word}(s) of {plan.name} hold rows of {source.table} matching "
+        f"{args.where!r}, in {len(spans)} range(s):"
+    )
+    for first, last in spans:
+        size = len(cadence.starts(first, cadence.next(last)))
+        span = (
+            cadence.label(first)
+            if first == last
+            else f"{cadence.label(first)}..{cadence.label(last)}"
+        )
+        print(f"  {span}  ({size} {cadence.word}{'s' if size > 1 else ''})")
+    if not args.launch:
+        print(f"launch a backfill of exactly these for {', '.join(versions)} with --launch")
+        return 0
+    keys = [partition_key(plan, p) for p in found]
+    assets = [[version, plan.name] for version in versions]
+    backfill_id = launch_backfill(args.url, assets, keys, f"affected: {plan.name} {args.where}")
+    print(f"launched backfill {backfill_id} of {len(keys)} partition(s) for {', '.join(versions)}")
+    return 0
+
+
+LAUNCH_BACKFILL = """
+mutation Launch($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+    ... on UnauthorizedError { message }
+  }
+}
+"""
+
+
+def launch_backfill(url: str, assets: list[list[str]], keys: list[str], title: str) -> str:
+    """One partition backfill of ``keys`` for ``assets``, through the webserver's GraphQL API:
+    the call the UI's *Materialize* makes, so the daemon runs it in chunks as usual."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    params = {
+        "assetSelection": [{"path": path} for path in assets],
+        "partitionNames": keys,
+        "title": title,
+    }
+    body = json.dumps({"query": LAUNCH_BACKFILL, "variables": {"params": params}}).encode()
+    request = urllib.request.Request(
+        f"{url.rstrip('/')}/graphql", data=body, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            payload = json.loads(response.read())
+    except (urllib.error.URLError, OSError) as error:
+        raise ValueError(
+            f"cannot reach the Dagster webserver at {url} ({error}). Fix: start it "
+            "(backfill-assets ui, dg dev) or give its address with --url"
+        ) from None
+    result = (payload.get("data") or {}).get("launchPartitionBackfill") or {}
+    if result.get("__typename") != "LaunchBackfillSuccess":
+        raise ValueError(f"the webserver did not launch the backfill: {payload}")
+    return result["backfillId"]
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
@@ -182,6 +325,27 @@ def parser() -> argparse.ArgumentParser:
     plan.add_argument("plan")
     plan.set_defaults(func=cmd_plan)
 
+    affected = sub.add_parser(
+        "affected",
+        help="the partitions rows matching a predicate reach; --launch backfills exactly those",
+    )
+    affected.add_argument("plan")
+    affected.add_argument(
+        "--where", required=True, help="one boolean expression over the source's columns"
+    )
+    affected.add_argument("--source", help="the declared source (default: the plan's first)")
+    affected.add_argument("--versions", help="comma-separated versions (default: all)")
+    affected.add_argument("--launch", action="store_true", help="launch the backfill")
+    affected.add_argument("--url", default="http://127.0.0.1:3000", help="the Dagster webserver")
+    affected.set_defaults(func=cmd_affected)
+
+    cutover = sub.add_parser(
+        "cutover", help="write again the cutover summary of the plan's latest promotion"
+    )
+    cutover.add_argument("plan")
+    cutover.add_argument("--reports", type=Path, help="the reports folder")
+    cutover.set_defaults(func=cmd_cutover)
+
     ui = sub.add_parser("ui", help="start the Dagster UI and daemon on this project")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
@@ -193,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, KeyError, duckdb.Error) as error:
+    except (ValueError, KeyError, duckdb.Error, OSError) as error:
         print(f"backfill-assets {args.command}: {error}", file=sys.stderr)
         return 1
 

@@ -1,6 +1,8 @@
 """Partition evidence: what each built day was made from and how it checked out.
 
-``backfill.partition_evidence`` holds one row per (plan, version, day): rows, the source
+``backfill.partition_evidence`` holds one row per (plan, version, partition): its start and
+end (``partition_start``, ``partition_end``; a partition is named as ``partitions.py`` says: a
+local date, or a UTC hour), rows, the source
 fingerprint, the newest ``loaded_at`` of the source slice, the ``code_version``, each
 per-partition check's verdict and figures, whether the rows were applied, the run and when. It
 is written in the same transaction as the day's rows (ARCHITECTURE.md §4.2), so it survives
@@ -15,6 +17,7 @@ import json
 
 import duckdb
 
+from backfill_assets.partitions import Partition, stamp
 from backfill_assets.plan import Plan
 from backfill_assets.warehouse import UTC_NOW, ensure_schema, table_exists
 
@@ -24,7 +27,8 @@ _DDL = f"""
 CREATE TABLE IF NOT EXISTS {TABLE} (
     model VARCHAR NOT NULL,
     version VARCHAR NOT NULL,
-    day DATE NOT NULL,
+    partition_start TIMESTAMP NOT NULL,
+    partition_end TIMESTAMP NOT NULL,
     row_count BIGINT NOT NULL,
     source_rows BIGINT NOT NULL,
     source_max_loaded_at TIMESTAMP,
@@ -56,6 +60,14 @@ def ensure_evidence(conn: duckdb.DuckDBPyConnection) -> None:
         conn.execute(f"ALTER TABLE {TABLE} RENAME source_max_ingested_at TO source_max_loaded_at")
     if "build_seconds" not in columns:
         conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN build_seconds DOUBLE")
+    # ...and keyed partitions by day, when every plan was daily.
+    if "day" in columns:
+        conn.execute(f"ALTER TABLE {TABLE} RENAME day TO partition_start")
+        conn.execute(f"ALTER TABLE {TABLE} ALTER partition_start TYPE TIMESTAMP")
+        conn.execute(
+            f"ALTER TABLE {TABLE} ADD COLUMN partition_end TIMESTAMP DEFAULT TIMESTAMP '1970-01-01'"
+        )
+        conn.execute(f"UPDATE {TABLE} SET partition_end = partition_start + INTERVAL 1 DAY")
 
 
 def exists(conn: duckdb.DuckDBPyConnection) -> bool:
@@ -67,49 +79,60 @@ def replace_window(
     conn: duckdb.DuckDBPyConnection,
     plan: Plan,
     version: str,
-    start: dt.date,
-    end: dt.date,
+    start: Partition,
+    end: Partition,
     stage: str,
     fingerprints: str,
-    checks: list[tuple[dt.date, bool, dict]],
-    held: list[dt.date],
+    checks: list[tuple[Partition, bool, dict]],
+    held: list[Partition],
     run_id: str,
     build_seconds: float,
 ) -> None:
-    """Replace the evidence of the days ``[start, end)`` (call inside the write transaction).
+    """Replace the evidence of the partitions ``[start, end)`` (call inside the write
+    transaction).
 
-    ``stage`` holds the built rows and ``fingerprints`` one row per day (``day, source_rows,
-    source_max_loaded_at, source_fingerprint``); ``checks`` is each day's verdict and figures.
-    ``build_seconds`` is spread evenly over the days: what preflight's ETA is made of.
+    ``stage`` holds the built rows and ``fingerprints`` one row per partition
+    (``partition_start, source_rows, source_max_loaded_at, source_fingerprint``); ``checks`` is
+    each partition's verdict and figures. ``build_seconds`` is spread evenly over the
+    partitions: what preflight's ETA is made of.
     """
+    cadence = plan.cadence
     conn.execute(
-        f"DELETE FROM {TABLE} "
-        "WHERE model = $model AND version = $version AND day >= $start AND day < $end",
+        f"DELETE FROM {TABLE} WHERE model = $model AND version = $version "
+        "AND partition_start >= $start AND partition_start < $end",
         {"model": plan.name, "version": version, "start": start, "end": end},
     )
-    conn.execute("CREATE OR REPLACE TEMP TABLE evidence_checks (day DATE, ok BOOLEAN, c JSON)")
+    conn.execute(
+        "CREATE OR REPLACE TEMP TABLE evidence_checks "
+        "(partition_start TIMESTAMP, partition_end TIMESTAMP, ok BOOLEAN, c JSON)"
+    )
     conn.executemany(
-        "INSERT INTO evidence_checks VALUES (?, ?, ?)",
-        [(day.isoformat(), ok, json.dumps(figures, default=str)) for day, ok, figures in checks],
+        "INSERT INTO evidence_checks VALUES (?, ?, ?, ?)",
+        [
+            (part, cadence.next(part), ok, json.dumps(figures, default=str))
+            for part, ok, figures in checks
+        ],
     )
     conn.execute(
         f"""
         INSERT INTO {TABLE}
         SELECT
-            $model, $version, f.day,
-            (SELECT count(*) FROM {stage} AS s WHERE s.{plan.partition_column} = f.day),
+            $model, $version, f.partition_start, c.partition_end,
+            (SELECT count(*) FROM {stage} AS s
+             WHERE s.{plan.partition_column} = f.partition_start),
             f.source_rows, f.source_max_loaded_at, f.source_fingerprint,
-            $code_version, c.ok, c.c, NOT list_contains(CAST($held AS DATE[]), f.day),
+            $code_version, c.ok, c.c,
+            NOT list_contains(CAST($held AS TIMESTAMP[]), f.partition_start),
             $run_id, {UTC_NOW}, $build_seconds
         FROM {fingerprints} AS f
-        JOIN evidence_checks AS c USING (day)
+        JOIN evidence_checks AS c USING (partition_start)
         """,
         {
             "model": plan.name,
             "version": version,
             "code_version": plan.version(version).code_version,
             "run_id": run_id,
-            "held": held,
+            "held": [stamp(h) for h in held],
             "build_seconds": build_seconds / max(len(checks), 1),
         },
     )
@@ -123,123 +146,125 @@ def fingerprint_mismatches(
     params: dict,
     versions: list[str],
 ) -> list[tuple]:
-    """Built days whose stored fingerprint differs from ``current_sql``'s (one row per day:
-    ``day, source_rows, source_max_loaded_at, source_fingerprint``), oldest first.
-
-    Returns ``(version, day, stored, current, current max loaded_at)`` rows.
-    """
-    return conn.execute(
+    """Built partitions whose stored fingerprint differs from ``current_sql``'s (one row per
+    partition: ``partition_start, source_rows, source_max_loaded_at, source_fingerprint``),
+    oldest first. Returns ``(version, partition, stored, current, current max loaded_at)``."""
+    rows = conn.execute(
         f"""
         WITH current AS ({current_sql})
-        SELECT e.version, e.day, e.source_fingerprint, c.source_fingerprint,
+        SELECT e.version, e.partition_start, e.source_fingerprint, c.source_fingerprint,
                c.source_max_loaded_at
         FROM {TABLE} AS e
-        JOIN current AS c USING (day)
+        JOIN current AS c ON c.partition_start = e.partition_start
         WHERE e.model = $model
           AND list_contains($versions, e.version)
           AND e.source_fingerprint <> c.source_fingerprint
-        ORDER BY e.day, e.version
+        ORDER BY e.partition_start, e.version
         """,
         {**params, "model": plan.name, "versions": versions},
     ).fetchall()
+    return [(v, plan.cadence.value(p), *rest) for v, p, *rest in rows]
+
+
+def _where(plan: Plan, version: str | None, start: Partition, end: Partition) -> tuple[str, list]:
+    """The WHERE clause and parameters of one plan's (and version's) partitions in a window."""
+    clause = "model = ? AND partition_start >= ? AND partition_start < ?"
+    params = [plan.name, start, end]
+    if version is not None:
+        clause += " AND version = ?"
+        params.append(version)
+    return clause, params
 
 
 def built_span(
-    conn: duckdb.DuckDBPyConnection, plan: Plan, start: dt.date, end: dt.date
-) -> tuple[dt.date | None, dt.date | None]:
-    """The first and last built day of any version in ``[start, end)``."""
+    conn: duckdb.DuckDBPyConnection, plan: Plan, start: Partition, end: Partition
+) -> tuple[Partition | None, Partition | None]:
+    """The first and last built partition of any version in ``[start, end)``."""
     if not exists(conn):
         return None, None
-    return conn.execute(
-        f"SELECT min(day), max(day) FROM {TABLE} WHERE model = ? AND day >= ? AND day < ?",
-        [plan.name, start, end],
+    where, params = _where(plan, None, start, end)
+    first, last = conn.execute(
+        f"SELECT min(partition_start), max(partition_start) FROM {TABLE} WHERE {where}", params
     ).fetchone()
+    if first is None:
+        return None, None
+    return plan.cadence.value(first), plan.cadence.value(last)
 
 
-def days_outside(conn: duckdb.DuckDBPyConnection, plan: Plan, start: dt.date, end: dt.date) -> int:
-    """How many distinct built days lie outside ``[start, end)``."""
+def outside(conn: duckdb.DuckDBPyConnection, plan: Plan, start: Partition, end: Partition) -> int:
+    """How many distinct built partitions lie outside ``[start, end)``."""
     if not exists(conn):
         return 0
     return conn.execute(
-        f"SELECT count(DISTINCT day) FROM {TABLE} WHERE model = ? AND (day < ? OR day >= ?)",
+        f"SELECT count(DISTINCT partition_start) FROM {TABLE} "
+        "WHERE model = ? AND (partition_start < ? OR partition_start >= ?)",
         [plan.name, start, end],
     ).fetchone()[0]
 
 
-def missing_or_thin(
-    conn: duckdb.DuckDBPyConnection,
-    plan: Plan,
-    version: str,
-    start: dt.date,
-    end: dt.date,
-    minimum: int,
-) -> list[tuple[dt.date, int | None]]:
-    """Days of ``[start, end)`` without evidence (row count None) or with fewer rows."""
-    return conn.execute(
-        f"""
-        WITH days AS (
-            SELECT CAST(range AS DATE) AS day
-            FROM range(CAST($start AS TIMESTAMP), CAST($end AS TIMESTAMP), INTERVAL 1 DAY)
-        )
-        SELECT d.day, e.row_count
-        FROM days AS d
-        LEFT JOIN {TABLE} AS e
-            ON e.day = d.day AND e.model = $model AND e.version = $version
-        WHERE e.day IS NULL OR e.row_count < $minimum
-        ORDER BY d.day
-        """,
-        {"start": start, "end": end, "model": plan.name, "version": version, "minimum": minimum},
-    ).fetchall()
-
-
-def failing_days(
-    conn: duckdb.DuckDBPyConnection, plan: Plan, version: str, start: dt.date, end: dt.date
-) -> list[tuple[dt.date, dict]]:
-    """Days whose per-partition checks failed, with each check's verdict and figures."""
+def row_counts(
+    conn: duckdb.DuckDBPyConnection, plan: Plan, version: str, start: Partition, end: Partition
+) -> dict[Partition, int]:
+    """Rows per built partition of ``[start, end)``."""
+    where, params = _where(plan, version, start, end)
     rows = conn.execute(
-        f"SELECT day, checks FROM {TABLE} WHERE model = ? AND version = ? AND day >= ? "
-        "AND day < ? AND NOT checks_passed ORDER BY day",
-        [plan.name, version, start, end],
+        f"SELECT partition_start, row_count FROM {TABLE} WHERE {where}", params
     ).fetchall()
-    return [(day, json.loads(checks)) for day, checks in rows]
+    return {plan.cadence.value(p): n for p, n in rows}
 
 
-def stale_code_days(
-    conn: duckdb.DuckDBPyConnection, plan: Plan, version: str, start: dt.date, end: dt.date
-) -> list[tuple[dt.date, str]]:
-    """Days built with another ``code_version`` than the plan's current one."""
-    return conn.execute(
-        f"SELECT day, code_version FROM {TABLE} WHERE model = ? AND version = ? AND day >= ? "
-        "AND day < ? AND code_version <> ? ORDER BY day",
-        [plan.name, version, start, end, plan.version(version).code_version],
-    ).fetchall()
-
-
-def current_code_days(
-    conn: duckdb.DuckDBPyConnection, plan: Plan, version: str, start: dt.date, end: dt.date
-) -> set[dt.date]:
-    """Days applied with the current ``code_version`` (sources not compared)."""
+def failing(
+    conn: duckdb.DuckDBPyConnection, plan: Plan, version: str, start: Partition, end: Partition
+) -> list[tuple[Partition, dict]]:
+    """Partitions whose per-partition checks failed, with each check's verdict and figures."""
+    where, params = _where(plan, version, start, end)
     rows = conn.execute(
-        f"SELECT day FROM {TABLE} WHERE model = ? AND version = ? AND day >= ? AND day < ? "
-        "AND code_version = ? AND applied",
-        [plan.name, version, start, end, plan.version(version).code_version],
+        f"SELECT partition_start, checks FROM {TABLE} WHERE {where} AND NOT checks_passed "
+        "ORDER BY partition_start",
+        params,
     ).fetchall()
-    return {day for (day,) in rows}
+    return [(plan.cadence.value(p), json.loads(checks)) for p, checks in rows]
 
 
-def newest_applied_day(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> dt.date | None:
-    """The newest day whose rows users of this version see."""
-    return conn.execute(
-        f"SELECT max(day) FROM {TABLE} WHERE model = ? AND version = ? AND applied",
+def stale_code(
+    conn: duckdb.DuckDBPyConnection, plan: Plan, version: str, start: Partition, end: Partition
+) -> list[tuple[Partition, str]]:
+    """Partitions built with another ``code_version`` than the plan's current one."""
+    where, params = _where(plan, version, start, end)
+    rows = conn.execute(
+        f"SELECT partition_start, code_version FROM {TABLE} WHERE {where} "
+        "AND code_version <> ? ORDER BY partition_start",
+        [*params, plan.version(version).code_version],
+    ).fetchall()
+    return [(plan.cadence.value(p), code) for p, code in rows]
+
+
+def current_code(
+    conn: duckdb.DuckDBPyConnection, plan: Plan, version: str, start: Partition, end: Partition
+) -> set[Partition]:
+    """Partitions applied with the current ``code_version`` (sources not compared)."""
+    where, params = _where(plan, version, start, end)
+    rows = conn.execute(
+        f"SELECT partition_start FROM {TABLE} WHERE {where} AND code_version = ? AND applied",
+        [*params, plan.version(version).code_version],
+    ).fetchall()
+    return {plan.cadence.value(p) for (p,) in rows}
+
+
+def newest_applied(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> Partition | None:
+    """The newest partition whose rows users of this version see."""
+    found = conn.execute(
+        f"SELECT max(partition_start) FROM {TABLE} WHERE model = ? AND version = ? AND applied",
         [plan.name, version],
     ).fetchone()[0]
+    return None if found is None else plan.cadence.value(found)
 
 
 def build_sizes(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> list[tuple]:
-    """Per recorded build of the version: (days, seconds)."""
+    """Per recorded build of the version: (partitions, seconds)."""
     return conn.execute(
         f"""
-        SELECT count(*) AS days, sum(build_seconds) AS seconds
+        SELECT count(*) AS partitions, sum(build_seconds) AS seconds
         FROM {TABLE}
         WHERE model = ? AND version = ? AND build_seconds IS NOT NULL
         GROUP BY run_id, written_at
@@ -249,22 +274,22 @@ def build_sizes(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> li
 
 
 def counts(
-    conn: duckdb.DuckDBPyConnection, plan: Plan, version: str, start: dt.date, end: dt.date
+    conn: duckdb.DuckDBPyConnection, plan: Plan, version: str, start: Partition, end: Partition
 ) -> tuple[int, int]:
-    """Days built and days failing their checks in ``[start, end)``."""
+    """Partitions built and partitions failing their checks in ``[start, end)``."""
+    where, params = _where(plan, version, start, end)
     return conn.execute(
-        f"SELECT count(*), count(*) FILTER (WHERE NOT checks_passed) FROM {TABLE} "
-        "WHERE model = ? AND version = ? AND day >= ? AND day < ?",
-        [plan.name, version, start, end],
+        f"SELECT count(*), count(*) FILTER (WHERE NOT checks_passed) FROM {TABLE} WHERE {where}",
+        params,
     ).fetchone()
 
 
 def summary(conn: duckdb.DuckDBPyConnection) -> list[tuple]:
-    """Per plan and version: days with evidence, rows, days failing a partition check."""
+    """Per plan and version: partitions with evidence, rows, partitions failing a check."""
     return conn.execute(
         f"""
-        SELECT model, version, count(*) AS days, sum(row_count) AS rows,
-               count(*) FILTER (WHERE NOT checks_passed) AS failing_days
+        SELECT model, version, count(*) AS partitions, sum(row_count) AS rows,
+               count(*) FILTER (WHERE NOT checks_passed) AS failing
         FROM {TABLE}
         GROUP BY model, version
         ORDER BY model, version

@@ -1,9 +1,10 @@
 """Per-partition checks, computed on a staged window before it is written.
 
-Each check runs as one set-based statement over the whole window and yields a verdict per day,
+Each check runs as one set-based statement over the whole window and yields a verdict per
+partition (an hour, day, week or month, as the plan's cadence says),
 with the figures that explain it:
 
-- ``grain_is_unique``: no ``unique_key`` value repeats within a day;
+- ``grain_is_unique``: no ``unique_key`` value repeats within a partition;
 - ``null_rates_within_limits``: each column's share of NULLs within the plan's limit;
 - ``known_records_match``: the plan's hand-verified rows have exactly the expected values
   (candidate version only: they describe what the rebuilt history must say).
@@ -18,6 +19,7 @@ from typing import Any
 
 import duckdb
 
+from backfill_assets.partitions import Partition
 from backfill_assets.plan import Plan
 from backfill_assets.warehouse import quote
 
@@ -36,10 +38,10 @@ def partition_check_names(plan: Plan, version: str) -> list[str]:
 
 
 @dataclass
-class DayChecks:
-    """One day's row count and check verdicts."""
+class PartitionChecks:
+    """One partition's row count and check verdicts."""
 
-    day: dt.date
+    partition: Partition
     row_count: int = 0
     checks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -51,10 +53,6 @@ class DayChecks:
         return [name for name, result in self.checks.items() if not result["passed"]]
 
 
-def _days(start: dt.date, end: dt.date) -> list[dt.date]:
-    return [start + dt.timedelta(days=i) for i in range((end - start).days)]
-
-
 def _grain(conn, plan: Plan, stage: str) -> dict[dt.date, tuple[int, list[str]]]:
     keys = ", ".join(quote(k) for k in plan.spec.unique_key)
     key_text = " || '|' || ".join(
@@ -62,17 +60,17 @@ def _grain(conn, plan: Plan, stage: str) -> dict[dt.date, tuple[int, list[str]]]
     )
     rows = conn.execute(
         f"""
-        SELECT day, CAST(sum(n - 1) AS BIGINT), list(key_text ORDER BY key_text)[1:{EXAMPLES}]
+        SELECT p, CAST(sum(n - 1) AS BIGINT), list(key_text ORDER BY key_text)[1:{EXAMPLES}]
         FROM (
-            SELECT {plan.partition_column} AS day, {key_text} AS key_text, count(*) AS n
+            SELECT {plan.partition_column} AS p, {key_text} AS key_text, count(*) AS n
             FROM {stage}
             GROUP BY {plan.partition_column}, {keys}
             HAVING count(*) > 1
         )
-        GROUP BY day
+        GROUP BY p
         """
     ).fetchall()
-    return {day: (extra, examples) for day, extra, examples in rows}
+    return {p: (extra, examples) for p, extra, examples in rows}
 
 
 def _nulls(conn, plan: Plan, stage: str) -> dict[dt.date, tuple[int, dict[str, int]]]:
@@ -93,7 +91,9 @@ def _known_records(conn, plan: Plan, stage: str, start, end) -> dict[dt.date, li
     for record in plan.spec.checks.known_records:
         values = {**record.key, **record.expect}
         day = values[pc]
-        day = dt.date.fromisoformat(day) if isinstance(day, str) else day
+        if isinstance(day, str):
+            day = (dt.datetime if plan.cadence.is_hourly else dt.date).fromisoformat(day)
+        day = plan.cadence.value(day)
         if not start <= day < end:
             continue
         params = [day if col == pc else value for col, value in record.key.items()]
@@ -133,15 +133,15 @@ def run_partition_checks(
     stage: str,
     start: dt.date,
     end: dt.date,
-) -> list[DayChecks]:
-    """Verdicts for every day of ``[start, end)`` on the staged rows, in day order."""
+) -> list[PartitionChecks]:
+    """Verdicts for every partition of ``[start, end)`` on the staged rows, oldest first."""
     grain = _grain(conn, plan, stage)
     nulls = _nulls(conn, plan, stage)
     names = partition_check_names(plan, version)
     known = _known_records(conn, plan, stage, start, end) if KNOWN_RECORDS_MATCH in names else {}
     limits = plan.spec.checks.null_rates
     result = []
-    for day in _days(start, end):
+    for day in plan.cadence.starts(start, end):
         rows, null_counts = nulls.get(day, (0, dict.fromkeys(limits, 0)))
         duplicates, examples = grain.get(day, (0, []))
         rates = {c: (n / rows if rows else 0.0) for c, n in null_counts.items()}
@@ -170,5 +170,5 @@ def run_partition_checks(
                 "records_checked": len(records),
                 "mismatches": [r for r in records if not r["matched"]],
             }
-        result.append(DayChecks(day=day, row_count=rows, checks=checks))
+        result.append(PartitionChecks(partition=day, row_count=rows, checks=checks))
     return result

@@ -2,33 +2,39 @@
 
 A plan is a ``plan.yaml`` beside its SQL files, usually in a ``defs/<name>/`` folder of a Dagster
 project whose ``defs.yaml`` makes it a ``backfill_assets.BackfillPlan`` component. Loading it
-validates every field and the SQL itself (each version's query is bound against the sources'
-columns in an in-memory DuckDB without file access), so a plan that would fail at run time
+validates every field and the SQL itself (each SQL file must be exactly one read-only query, by
+DuckDB's own parser, and each version's query is bound against the sources' columns in an
+in-memory DuckDB without file or extension access), so a plan that would fail at run time
 refuses to load instead. Every problem is reported in one ``PlanError`` that names the file, the
 field and the fix.
 """
 
 import datetime as dt
+import json
 import re
+from contextlib import closing
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
-import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from backfill_assets.partitions import WEEKDAYS, Cadence, Partition
 from backfill_assets.sources import Source
-from backfill_assets.spec import Identifier, Scalar, Text
+from backfill_assets.spec import Identifier, Scalar, Text, YamlError, distinct, read_yaml
 from backfill_assets.spec import Strict as _Strict
 from backfill_assets.spec import identifier as _identifier
 from backfill_assets.warehouse import qualified, quote
 
 # A measure name that means "count of output rows" rather than a column.
 ROWS = "rows"
-# The columns a plan's source_slice SQL returns, one row per (partition day, source row).
-SLICE_COLUMNS = ("day", "source", "loaded_at", "row_hash")
+# Reconciliation groups that are not output columns: the partition, and its day or month.
+TIME_GROUPS = ("partition", "day", "month")
+# The columns a plan's source_slice SQL returns, one row per (partition, source row).
+SLICE_COLUMNS = ("partition_start", "source", "loaded_at", "row_hash")
 
 
 class PlanError(ValueError):
@@ -58,10 +64,28 @@ class Window(_Strict):
 
 
 class Partitions(_Strict):
-    """The model's daily partitions: from ``start`` (UTC days) up to today."""
+    """The model's partitions: one per hour, day, week or month of ``timezone``, from
+    ``start`` (a day; midnight of it for hourly) up to the last complete one."""
 
     start: dt.date
-    cadence: Literal["daily"] = "daily"
+    cadence: Literal["hourly", "daily", "weekly", "monthly"] = "daily"
+    timezone: Text = "UTC"
+    week_start: Literal[WEEKDAYS] = "monday"  # type: ignore[valid-type]
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"{value!r} is not an IANA time zone such as UTC or Europe/Berlin"
+            ) from None
+        return value
+
+    @property
+    def of(self) -> Cadence:
+        return Cadence(self.cadence, self.timezone, self.week_start)
 
 
 class Rule(_Strict):
@@ -85,7 +109,12 @@ class Reconciliation(_Strict):
     def _by_names(cls, value: list[str]) -> list[str]:
         for item in value:
             _identifier(item)
-        return value
+        return distinct(value)
+
+    @field_validator("measures")
+    @classmethod
+    def _measures_once(cls, value: list[str]) -> list[str]:
+        return distinct(value)
 
 
 class KnownRecord(_Strict):
@@ -96,10 +125,14 @@ class KnownRecord(_Strict):
 
 
 class Trend(_Strict):
-    """Cliff/spike detection on the candidate's daily series (median absolute deviation)."""
+    """Cliff/spike detection on the candidate's series of partitions (median absolute deviation
+    from a rolling median over ``window_partitions``; with ``seasonality`` N, each partition is
+    compared with the partitions N, 2N, ... before and after it, so a weekly cycle in daily
+    data is not a jump)."""
 
     measure: Identifier
-    window_days: int = Field(default=28, ge=7, le=366)
+    window_partitions: int = Field(default=28, ge=5, le=1000)
+    seasonality: int | None = Field(default=None, ge=2, le=1000)
     max_deviations: float = Field(default=8.0, gt=0)
 
 
@@ -120,9 +153,9 @@ class Enrichment(_Strict):
 
 
 class Completeness(_Strict):
-    """How many rows a built day must have at least."""
+    """How many rows a built partition must have at least."""
 
-    min_rows_per_day: int = Field(default=1, ge=0)
+    min_rows_per_partition: int = Field(default=1, ge=0)
 
 
 class Checks(_Strict):
@@ -168,7 +201,7 @@ class PlanSpec(_Strict):
     downstream: list[Text]
     rollback: Text
     strategy: Literal["full_rebuild", "partition_repair", "column_enrichment", "dual_run"]
-    chunk_days: int = Field(ge=1, le=366)
+    chunk: int | None = Field(default=None, ge=1, le=10_000)
 
     @field_validator("sources", mode="before")
     @classmethod
@@ -181,32 +214,55 @@ class PlanSpec(_Strict):
 
 # What to write instead, per field; shown after the problem.
 _FIXES = {
-    "name": "name: daily_revenue (a plain SQL name, unique among plans)",
-    "grain": "grain: One row per order day and region.",
-    "unique_key": "unique_key: [order_date, region] (columns of every version's output)",
-    "partition_column": "partition_column: order_date (the event-time DATE column of the output)",
-    "partitions": "partitions: {start: 2024-01-01}",
+    "name": "name: daily_events (a plain SQL name, unique among plans)",
+    "grain": "grain: One row per event day and category.",
+    "unique_key": "unique_key: [event_date, category] (columns of every version's output)",
+    "partition_column": "partition_column: event_date (the output's DATE column holding each "
+    "row's partition; a TIMESTAMP of the UTC hour for hourly plans)",
+    "partitions": "partitions: {cadence: daily, start: 2024-01-01, timezone: UTC} (cadence "
+    "hourly | daily | weekly | monthly; week_start for weekly)",
     "window": "window: {start: 2024-01-01, end: 2025-12-31} (inside the partitions, end >= start)",
     "sources": "sources: - {table: raw.events, event_time: event_ts, loaded_at: ingested_at, "
     "required: [event_id]} (one entry per table the SQL reads; dimensions without event_time)",
-    "source_slice": "source_slice: sql/source_slice.sql (returns day, source, loaded_at, "
-    "row_hash), or leave it out to use the sources' event_time",
+    "source_slice": "source_slice: sql/source_slice.sql (returns partition_start, source, "
+    "loaded_at, row_hash), or leave it out to use the sources' event_time",
     "lookback": "lookback: 0 (partitions after its own that a source row can change)",
     "versions": "versions: - {name: v2, sql: sql/v2.sql, code_version: v2-1, change: ...}",
     "baseline": "baseline: legacy (the name of one of the versions)",
     "candidate": "candidate: v2 (the name of another version)",
     "checks": "checks: {null_rates: {...}, reconciliation: {...}, trend: {...}}",
     "owner": "owner: team-or-person@example.com",
-    "approvers": "approvers: [finance-lead@example.com] (required when risk is high)",
+    "approvers": "approvers: [data-lead@example.com] (required when risk is high)",
     "risk": "risk: low | high",
-    "downstream": "downstream: [dashboard: Finance daily] (may be [] when nothing reads it)",
+    "downstream": "downstream: [dashboard: Daily events] (may be [] when nothing reads it)",
     "rollback": "rollback: what to do to undo the change, in words",
     "strategy": "strategy: full_rebuild | partition_repair | column_enrichment | dual_run",
-    "chunk_days": "chunk_days: 31 (partitions per run, 1 to 366)",
+    "chunk": "chunk: 31 (partitions per run; default 168 hourly, 31 daily, 13 weekly, 3 monthly)",
 }
 
 
-def _fix_for(field: str) -> str:
+# Fields that plans written for earlier versions of the project used, and their names now.
+RENAMED = {
+    "chunk_days": "chunk",
+    "window_days": "window_partitions",
+    "min_rows_per_day": "min_rows_per_partition",
+}
+
+# Problems whose fix is the same whatever field has them.
+NOT_ONE_QUERY = "is not exactly one read-only query"
+NOT_A_NUMBER = "a measure must be a number"
+_PROBLEM_FIXES = {
+    NOT_ONE_QUERY: "write one SELECT (WITH ... SELECT ... allowed) that only reads tables; no "
+    "other statement (DELETE, COPY, ATTACH, INSTALL, SET, ...) and no second statement after ';'",
+    NOT_A_NUMBER: "cast the measure to a number in every version's SQL, e.g. "
+    "CAST(net_revenue AS DECIMAL(18, 2)), or measure another column (or rows)",
+}
+
+
+def _fix_for(field: str, problem: str = "") -> str:
+    for phrase, fix in _PROBLEM_FIXES.items():
+        if phrase in problem:
+            return fix
     if field.endswith(".sql") or field == "source_slice":
         return (
             "correct the SQL, or the declared columns of the sources it reads (the SQL is "
@@ -242,7 +298,13 @@ class Plan:
         raise KeyError(f"plan {self.name} has no version {name!r}; it has {self.version_names}")
 
     def read_sql(self, relative: str) -> str:
-        return (self.folder / relative).read_text()
+        """A SQL file of the plan, read now and checked again: a run reads the file when it
+        starts, and the file may have changed since the plan loaded."""
+        fields = {path: field for field, path in sql_files(self.spec).items()}
+        text, problem = read_query(self.folder / relative)
+        if problem:
+            raise PlanError(_format(self.path, [(fields.get(relative, relative), problem)]))
+        return text
 
     def version_sql(self, name: str) -> str:
         return self.read_sql(self.version(name).sql)
@@ -278,8 +340,36 @@ class Plan:
         return quote(self.spec.partition_column)
 
     @property
-    def window_days(self) -> int:
-        return (self.spec.window.end - self.spec.window.start).days + 1
+    def cadence(self) -> Cadence:
+        return self.spec.partitions.of
+
+    @property
+    def chunk(self) -> int:
+        """Partitions per backfill run."""
+        return self.spec.chunk or DEFAULT_CHUNK[self.cadence.name]
+
+    @property
+    def window_start(self) -> Partition:
+        """The first partition of the window."""
+        return bounds(self.spec.partitions.of, self.spec.window.start, self.spec.window.end)[0]
+
+    @property
+    def window_end(self) -> Partition:
+        """The partition after the window's last (the window is ``[window_start, window_end)``)."""
+        return bounds(self.spec.partitions.of, self.spec.window.start, self.spec.window.end)[1]
+
+    @property
+    def window_partitions(self) -> list[Partition]:
+        return self.cadence.starts(self.window_start, self.window_end)
+
+    @property
+    def window_size(self) -> int:
+        """How many partitions the window holds."""
+        return len(self.window_partitions)
+
+    @property
+    def first_partition(self) -> Partition:
+        return bounds(self.cadence, self.spec.partitions.start, self.spec.partitions.start)[0]
 
     def with_window(self, start: dt.date, end: dt.date) -> "Plan":
         """The same plan over another window (for samples, tests and what-if runs)."""
@@ -289,18 +379,47 @@ class Plan:
         return Plan(spec=self.spec.model_copy(update={"window": window}), path=self.path)
 
 
+# Partitions per run when a plan does not say: about a month of days, a week of hours.
+DEFAULT_CHUNK = {"hourly": 168, "daily": 31, "weekly": 13, "monthly": 3}
+
+
+def bounds(cadence: Cadence, first_day: dt.date, last_day: dt.date) -> tuple[Partition, Partition]:
+    """The half-open partition window covering the days ``first_day``..``last_day`` (both
+    inclusive, local days): from the partition holding the first day to the one after the
+    partition holding the last. For hourly, local midnights converted to UTC hours."""
+    if cadence.is_hourly:
+        start = Cadence("daily", cadence.timezone).utc(first_day)
+        end = Cadence("daily", cadence.timezone).utc(last_day + dt.timedelta(days=1))
+        return start, end
+    return cadence.floor(first_day), cadence.next(cadence.floor(last_day))
+
+
 NUMERIC = re.compile(
     r"(U?(TINY|SMALL|BIG|HUGE)?INT(EGER)?|FLOAT|DOUBLE|REAL|DECIMAL(\(\d+,\s*\d+\))?)"
 )
 
 
+def rule_columns(spec: PlanSpec) -> list[str]:
+    """What an explained-difference rule returns per row: the partition column (when the
+    reconciliation groups by partition, day or month), its column groups, every measure."""
+    recon = spec.checks.reconciliation
+    time = [spec.partition_column] if any(b in TIME_GROUPS for b in recon.by) else []
+    return [*time, *(b for b in recon.by if b not in TIME_GROUPS), *recon.measures]
+
+
 def output_type_problems(spec: PlanSpec, columns: dict[str, str]) -> list[tuple[str, str]]:
-    """Output columns whose type the checks cannot use: the partition column must be a DATE,
-    and every measure (reconciliation, trend) a number. Used at load and at every build."""
+    """Output columns whose type the checks cannot use: the partition column must be a DATE
+    (a TIMESTAMP for hourly plans), every measure (reconciliation, trend) a number. Used at
+    load and at every build."""
     problems = []
-    if columns.get(spec.partition_column) not in (None, "DATE"):
+    expected = spec.partitions.of.column_type
+    if columns.get(spec.partition_column) not in (None, expected):
         problems.append(
-            ("partition_column", f"must be a DATE column, is {columns[spec.partition_column]}")
+            (
+                "partition_column",
+                f"must be a {expected} column for {spec.partitions.cadence} partitions, is "
+                f"{columns[spec.partition_column]}",
+            )
         )
     measures = {
         f"checks.reconciliation.measures[{m}]": m for m in spec.checks.reconciliation.measures
@@ -312,16 +431,27 @@ def output_type_problems(spec: PlanSpec, columns: dict[str, str]) -> list[tuple[
             problems.append(
                 (
                     field,
-                    f"{measure} is {kind} in the versions' output; a measure must be a number. "
+                    f"{measure} is {kind} in the versions' output; {NOT_A_NUMBER}. "
                     f"Cast it in the SQL (CAST({measure} AS DECIMAL(18, 2)))",
                 )
             )
     return problems
 
 
-def _describe(conn: duckdb.DuckDBPyConnection, sql: str) -> dict[str, str]:
-    """Bind a windowed query (``$start``/``$end``) and return its output columns and types."""
-    params = {"start": dt.date(2024, 1, 1), "end": dt.date(2024, 1, 2)}
+def window_params(sql: str, cadence: Cadence, start: Partition, end: Partition) -> dict:
+    """The window parameters ``sql`` uses (DuckDB refuses values for parameters a statement
+    does not have): ``$start``/``$end`` and ``$start_utc``/``$end_utc``."""
+    return {
+        name: value
+        for name, value in cadence.params(start, end).items()
+        if re.search(rf"\${name}\b", sql)
+    }
+
+
+def _describe(conn: duckdb.DuckDBPyConnection, sql: str, cadence: Cadence) -> dict[str, str]:
+    """Bind a windowed query and return its output columns and types."""
+    start = cadence.floor(dt.date(2024, 1, 1))
+    params = window_params(sql, cadence, start, cadence.next(start))
     rows = conn.execute(f"DESCRIBE ({sql})", params).fetchall()
     return {row[0]: row[1] for row in rows}
 
@@ -339,6 +469,18 @@ def _validate_semantics(
     names = [v.name for v in spec.versions]
     if len(set(names)) != len(names):
         problems.append(("versions", f"version names repeat: {names}"))
+    else:
+        folded: dict[str, str] = {}
+        for name in names:
+            if name.casefold() in folded:
+                problems.append(
+                    (
+                        "versions",
+                        f"{folded[name.casefold()]!r} and {name!r} name the same table "
+                        f"models.{spec.name}__{name} (DuckDB ignores case in names)",
+                    )
+                )
+            folded.setdefault(name.casefold(), name)
     for field in ("baseline", "candidate"):
         if getattr(spec, field) not in names:
             problems.append((field, f"{getattr(spec, field)!r} is not one of the versions {names}"))
@@ -351,13 +493,52 @@ def _validate_semantics(
                 f"{spec.window.start} is before partitions.start {spec.partitions.start}",
             )
         )
-    today = dt.datetime.now(dt.UTC).date()
-    if spec.window.end >= today:
+    cadence = spec.partitions.of
+    first = spec.partitions.start
+    if cadence.floor(first) != first and not cadence.is_hourly:
         problems.append(
-            ("window.end", f"{spec.window.end} is not a complete UTC day yet (today is {today})")
+            (
+                "partitions.start",
+                f"{first} is not the first day of a {cadence.word}; use {cadence.floor(first)} "
+                f"or {cadence.next(cadence.floor(first))}",
+            )
+        )
+    if cadence.floor(spec.window.start) != spec.window.start and not cadence.is_hourly:
+        problems.append(
+            (
+                "window.start",
+                f"{spec.window.start} is not the first day of a {cadence.word}; the window "
+                f"starts at {cadence.floor(spec.window.start)} or "
+                f"{cadence.next(cadence.floor(spec.window.start))}",
+            )
+        )
+    last_end = bounds(cadence, spec.window.start, spec.window.end)[1]
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    if cadence.utc(last_end) > now:
+        problems.append(
+            (
+                "window.end",
+                f"the {cadence.word} holding {spec.window.end} is not complete yet (it ends "
+                f"{cadence.utc(last_end):%Y-%m-%d %H:%M} UTC)",
+            )
         )
     if spec.risk == "high" and not spec.approvers:
         problems.append(("approvers", "a high-risk plan needs at least one approver"))
+    by = spec.checks.reconciliation.by
+    if "month" in by and cadence.name == "weekly":
+        problems.append(
+            (
+                "checks.reconciliation.by",
+                "weekly partitions do not nest in months; group by partition (or a column)",
+            )
+        )
+    if "day" in by and cadence.name in ("weekly", "monthly"):
+        problems.append(
+            (
+                "checks.reconciliation.by",
+                f"a {cadence.word} holds several days; group by partition or month",
+            )
+        )
     tables = [source.table for source in spec.sources]
     if len(set(tables)) != len(tables):
         problems.append(("sources", f"a table is declared twice: {tables}"))
@@ -373,22 +554,12 @@ def _validate_semantics(
                     )
                 )
 
-    files = {"source_slice": spec.source_slice} if spec.source_slice else {}
-    files.update({f"versions[{v.name}].sql": v.sql for v in spec.versions})
-    rules = spec.checks.reconciliation.explained_differences
-    files.update(
-        {f"checks.reconciliation.explained_differences[{r.name}].sql": r.sql for r in rules}
-    )
-    ri = spec.checks.referential_integrity
-    files.update({f"checks.referential_integrity[{r.name}].sql": r.sql for r in ri})
     texts: dict[str, str] = {}
-    for field, relative in files.items():
-        path = folder / relative
-        try:
-            texts[field] = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as error:
-            reason = getattr(error, "strerror", None) or error
-            problems.append((field, f"cannot read {path} as UTF-8 text: {reason}"))
+    with closing(sql_sandbox()) as parser:
+        for field, relative in sql_files(spec).items():
+            texts[field], problem = read_query(folder / relative, parser)
+            if problem:
+                problems.append((field, problem))
     if problems:
         return problems
 
@@ -399,7 +570,7 @@ def _validate_semantics(
     if problems or any(columns is None for columns in known.values()):
         return problems
 
-    conn = duckdb.connect(config={"enable_external_access": False})
+    conn = sql_sandbox()
     try:
         conn.execute("CREATE SCHEMA models")
         for table, columns in known.items():
@@ -415,12 +586,12 @@ def _validate_semantics(
         for version in spec.versions:
             field = f"versions[{version.name}].sql"
             try:
-                outputs[version.name] = _describe(conn, texts[field])
+                outputs[version.name] = _describe(conn, texts[field], spec.partitions.of)
             except duckdb.Error as error:
                 problems.append((field, f"the SQL does not bind: {str(error).splitlines()[0]}"))
         if "source_slice" in texts:
             try:
-                slice_columns = _describe(conn, texts["source_slice"])
+                slice_columns = _describe(conn, texts["source_slice"], spec.partitions.of)
                 missing = set(SLICE_COLUMNS) - set(slice_columns)
                 if missing:
                     problems.append(
@@ -456,7 +627,7 @@ def _validate_semantics(
             needed["checks.enrichment.column"] = [spec.checks.enrichment.column]
         for index, record in enumerate(spec.checks.known_records):
             needed[f"checks.known_records[{index}]"] = [*record.key, *record.expect]
-        by_columns = [b for b in spec.checks.reconciliation.by if b not in ("month", "day")]
+        by_columns = [b for b in spec.checks.reconciliation.by if b not in TIME_GROUPS]
         needed["checks.reconciliation.by"] = by_columns
         for field, wanted in needed.items():
             absent = [c for c in wanted if c not in columns]
@@ -473,32 +644,45 @@ def _validate_semantics(
                 problems.append(
                     (f"checks.known_records[{index}]", f"must name its {spec.partition_column}")
                 )
+        candidate_sql = texts[f"versions[{spec.candidate}].sql"]
+        first = spec.partitions.of.floor(dt.date(2024, 1, 1))
         conn.execute(
-            "CREATE TABLE models.model AS SELECT * FROM ("
-            + texts[f"versions[{spec.candidate}].sql"]
-            + ") LIMIT 0",
-            {"start": dt.date(2024, 1, 1), "end": dt.date(2024, 1, 2)},
+            f"CREATE TABLE models.model AS SELECT * FROM ({candidate_sql}) LIMIT 0",
+            window_params(candidate_sql, spec.partitions.of, first, spec.partitions.of.next(first)),
         )
         conn.execute("CREATE VIEW model AS SELECT * FROM models.model")
         for field, text in texts.items():
             if not field.startswith("checks."):
                 continue
             try:
-                cols = _describe(conn, text)
+                cols = _describe(conn, text, spec.partitions.of)
             except duckdb.Error as error:
                 problems.append((field, f"the SQL does not bind: {str(error).splitlines()[0]}"))
                 continue
             if "referential_integrity" in field and not {"day", "key"} <= set(cols):
                 problems.append((field, "the query must return columns day and key"))
+            if "explained_differences" in field:
+                wanted = rule_columns(spec)
+                absent = [c for c in wanted if c not in cols]
+                if absent:
+                    problems.append(
+                        (
+                            field,
+                            f"the rule must return {wanted} (the partition column, the "
+                            f"reconciliation's column groups and every measure); {absent} "
+                            f"missing, it returns {list(cols)}",
+                        )
+                    )
     finally:
         conn.close()
     return problems
 
 
-def _format(path: Path, problems: list[tuple[str, str]]) -> str:
+def _format(path: Path, problems: list[tuple[str, str]], fix: str | None = None) -> str:
+    """One line per problem, each with its fix (``fix`` when every problem has the same one)."""
     lines = [f"Plan {path} cannot be loaded ({len(problems)} problem(s)):"]
     for field, problem in problems:
-        lines.append(f"  - field '{field}': {problem}. Fix: {_fix_for(field)}")
+        lines.append(f"  - field '{field}': {problem}. Fix: {fix or _fix_for(field, problem)}")
     return "\n".join(lines)
 
 
@@ -507,18 +691,126 @@ def _pydantic_field(error: dict[str, Any]) -> str:
     return ".".join(parts) or "(file)"
 
 
-class _PlanLoader(yaml.SafeLoader):
-    """YAML that leaves an impossible date (2024-13-45) as text, so the field is named."""
+def sql_files(spec: PlanSpec) -> dict[str, str]:
+    """Every SQL file of a plan, relative to it, by the field that names it."""
+    files = {"source_slice": spec.source_slice} if spec.source_slice else {}
+    files.update({f"versions[{v.name}].sql": v.sql for v in spec.versions})
+    rules = spec.checks.reconciliation.explained_differences
+    files.update(
+        {f"checks.reconciliation.explained_differences[{r.name}].sql": r.sql for r in rules}
+    )
+    ri = spec.checks.referential_integrity
+    files.update({f"checks.referential_integrity[{r.name}].sql": r.sql for r in ri})
+    return files
 
 
-def _lenient_timestamp(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+def sql_sandbox() -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB without file or extension access (no ``read_csv``, ``ATTACH``,
+    ``COPY ... TO``, ``INSTALL``/``LOAD``; it cannot be switched back on), where plan SQL is
+    parsed and bound at load."""
+    return duckdb.connect(config={"enable_external_access": False})
+
+
+# The syntax-tree node of a statement that changes data. DuckDB's statement type of
+# ``WITH gone AS (DELETE ... RETURNING *) SELECT * FROM gone`` is SELECT; its tree holds a
+# DELETE_QUERY_NODE (so do INSERT, UPDATE and MERGE_INTO).
+_CHANGES_DATA = re.compile(r"(?P<kind>[A-Z_]+)_QUERY_NODE")
+
+
+def sql_problem(text: str, parser: duckdb.DuckDBPyConnection | None = None) -> str | None:
+    """Why ``text`` is not exactly one read-only query, by DuckDB's own parser; None if it is.
+
+    The file's own text is checked, not the statements the project wraps it in (``SELECT * FROM
+    (<sql>)``): a text that closes the parenthesis to run statements of its own is not one query.
+    ``parser``: a ``sql_sandbox()`` connection to reuse (one is opened otherwise).
+    """
     try:
-        return yaml.SafeLoader.construct_yaml_timestamp(loader, node)
-    except ValueError:
-        return loader.construct_scalar(node)
+        kinds = [statement.type.name for statement in duckdb.extract_statements(text)]
+    except (duckdb.Error, ValueError) as error:  # ValueError: a type the client cannot name
+        return f"DuckDB's parser refuses its text ({str(error).splitlines()[0]})"
+    if len(kinds) != 1:
+        listed = f"({', '.join(kinds)})" if kinds else "(only comments)"
+        return f"it holds {len(kinds) or 'no'} statements {listed}"
+    if kinds[0] != "SELECT":
+        kind = kinds[0].replace("_", " ")
+        return f"it is {'an' if kind[0] in 'AEIOU' else 'a'} {kind} statement"
+    with closing(parser.cursor() if parser else sql_sandbox()) as conn:
+        tree = json.loads(conn.execute("SELECT json_serialize_sql(?)", [text]).fetchone()[0])
+    if tree.get("error"):
+        return f"DuckDB cannot read it as a query ({tree.get('error_message')})"
+    nodes: list[Any] = [tree]
+    while nodes:
+        node = nodes.pop()
+        if isinstance(node, dict):
+            found = _CHANGES_DATA.fullmatch(str(node.get("type", "")))
+            if found:
+                return f"it changes data ({found['kind']})"
+            nodes.extend(node.values())
+        elif isinstance(node, list):
+            nodes.extend(node)
+    return None
 
 
-_PlanLoader.add_constructor("tag:yaml.org,2002:timestamp", _lenient_timestamp)
+def read_query(
+    path: Path, parser: duckdb.DuckDBPyConnection | None = None
+) -> tuple[str, str | None]:
+    """A plan SQL file's query, ready to be wrapped as ``(<sql>)``, and why it cannot be used
+    (None when it can).
+
+    A final ``;`` (and any comment after it) is dropped and a newline ends the text, so a file
+    written as usual, ending in ``;`` or a ``-- comment``, still wraps.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or error
+        return "", f"cannot read {path} as UTF-8 text: {reason}"
+    problem = sql_problem(text, parser)
+    if problem:
+        return "", f"{path} {NOT_ONE_QUERY}: {problem}"
+    tokens = [t for t in duckdb.tokenize(text) if t[1] != duckdb.token_type.comment]
+    encoded = text.encode()  # the tokens' positions are byte offsets
+    if tokens and encoded[tokens[-1][0] : tokens[-1][0] + 1] == b";":
+        text = encoded[: tokens[-1][0]].decode()
+    return text.rstrip() + "\n", None
+
+
+_DUPLICATE_FIX = "keep one of the two lines and delete the other"
+_MAPPING_FIX = (
+    "write the plan as one YAML mapping of the fields in the README (dg scaffold defs "
+    "backfill_assets.BackfillPlan <name> writes one)"
+)
+
+
+def read_plan_file(path: Path) -> dict[str, Any]:
+    """A plan file's fields as written, or a ``PlanError`` naming the file and the fix (for a
+    key written twice, each key and its lines)."""
+    try:
+        raw = read_yaml(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise PlanError(
+            f"Plan {path} cannot be loaded: the file cannot be read ({error.strerror or error}). "
+            f"Fix: {_MAPPING_FIX}."
+        ) from None
+    except UnicodeDecodeError as error:
+        raise PlanError(
+            f"Plan {path} cannot be loaded: the file is not UTF-8 text ({error}). "
+            f"Fix: {_MAPPING_FIX}."
+        ) from None
+    except YamlError as error:
+        if error.duplicates:
+            raise PlanError(_format(path, error.duplicates, _DUPLICATE_FIX)) from None
+        raise PlanError(
+            f"Plan {path} cannot be loaded: the file is not readable YAML ({error}). "
+            f"Fix: {_MAPPING_FIX}."
+        ) from None
+    if not isinstance(raw, dict):
+        found = "nothing (the file is empty)" if raw is None else f"a {type(raw).__name__}"
+        raise PlanError(
+            f"Plan {path} cannot be loaded: expected a mapping of plan fields, found {found}. "
+            f"Fix: {_MAPPING_FIX}."
+        )
+    return raw
 
 
 def load_plan(path: Path, catalog: dict[str, dict[str, str]] | None = None) -> Plan:
@@ -531,15 +823,7 @@ def load_plan(path: Path, catalog: dict[str, dict[str, str]] | None = None) -> P
     (binding needs a valid plan), and their problems are then reported together.
     """
     path = Path(path)
-    try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_PlanLoader)  # noqa: S506
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        raise PlanError(
-            f"Plan {path} cannot be loaded: the file is not readable YAML ({error}). "
-            "Fix: write the plan as a YAML mapping of the fields in the README."
-        ) from error
-    if not isinstance(raw, dict):
-        raise PlanError(f"Plan {path} cannot be loaded: expected a mapping of plan fields.")
+    raw = read_plan_file(path)
     try:
         spec = PlanSpec.model_validate(raw)
     except ValidationError as error:
@@ -550,6 +834,9 @@ def load_plan(path: Path, catalog: dict[str, dict[str, str]] | None = None) -> P
                 message = "is missing"
             elif item["type"] == "extra_forbidden":
                 message = "is not a plan field"
+                renamed = RENAMED.get(str(item["loc"][-1]))
+                if renamed:
+                    message += f"; it was renamed to {renamed!r}"
             problems.append((_pydantic_field(item), message))
         raise PlanError(_format(path, problems)) from None
     problems = _validate_semantics(spec, path.parent, catalog or {})

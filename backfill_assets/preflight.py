@@ -3,44 +3,43 @@
 ``backfill-assets plan <name>`` prints it (exit 1 when something blocks the backfill) and the
 ``preflight/<plan>`` asset attaches it to the UI. It reads the warehouse only:
 
-- the inventory: target, grain and key, window, sources and their coverage of the window
-  (first and last day with rows, days with none), versions and what changed, consumers, owner
-  and approvers, risk, rollback, strategy, acceptance criteria;
-- the work: per version, the days to build (days whose evidence is current are skipped), the
-  source rows in scope, the runs ``chunk_days`` makes of them, and an ETA;
-- the blockers: days without source rows, fields left vague, a high-risk plan without
-  approvers (that one already refuses to load).
+- the inventory: target, grain and key, cadence and window, sources and their coverage of the
+  window (first and last partition with rows, partitions with none), versions and what
+  changed, consumers, owner and approvers, risk, rollback, strategy, acceptance criteria;
+- the work: per version, the partitions to build (those whose evidence is current are
+  skipped), the runs ``chunk`` makes of them, and an ETA;
+- the blockers: partitions without source rows, fields left vague, a source that is missing.
 
 The ETA fits each version's recorded builds (``build_cost``: a fixed part per build and a part
-per day; the canary records single days and one full chunk when nothing was built yet) to the
-runs and days still to build, plus Dagster's own bookkeeping, measured in docs/benchmarks.md:
-about ``RUN_OVERHEAD_S`` per run and ``EVENTS_PER_DAY_S`` per day and model (one materialization
-and one check result). Runs are counted for one backfill of the whole range left to build, all
-versions together, as the UI launches it.
+per partition; the canary records single partitions and one full chunk when nothing was built
+yet) to the runs and partitions still to build, plus Dagster's own bookkeeping, measured in
+docs/benchmarks.md: about ``RUN_OVERHEAD_S`` per run and ``EVENTS_PER_PARTITION_S`` per
+partition and model (one materialization and one check result). Runs are counted for one
+backfill of the whole range left to build, all versions together, as the UI launches it.
 """
 
-import datetime as dt
 from dataclasses import dataclass, field
 
 import duckdb
 
 from backfill_assets import evidence
-from backfill_assets.fingerprint import changed_days
+from backfill_assets.fingerprint import changed_partitions
+from backfill_assets.partitions import Partition
 from backfill_assets.plan import Plan
-from backfill_assets.sources import Source, rows_per_day, source_problems
+from backfill_assets.sources import Source, rows_per_partition, source_problems
 from backfill_assets.warehouse import relation, table_exists
-from backfill_assets.window_checks import days_text
+from backfill_assets.window_checks import partitions_text
 
 RUN_OVERHEAD_S = 6.0
-EVENTS_PER_DAY_S = 0.08
+EVENTS_PER_PARTITION_S = 0.08
 
 
 @dataclass
 class VersionWork:
     version: str
-    days_to_build: int
+    to_build: int
     runs: int
-    seconds_per_day: float | None
+    seconds_per_partition: float | None
     eta_seconds: float | None
 
 
@@ -64,46 +63,49 @@ class Preflight:
         return "\n".join([*self.lines, "", verdict, *(f"  - {b}" for b in self.blockers)])
 
 
-def _coverage(conn, plan: Plan, source: Source) -> tuple[str, set[dt.date]]:
-    """One line on an event source's coverage of the window, and the days it has rows."""
-    start, end = plan.spec.window.start, plan.spec.window.end + dt.timedelta(days=1)
-    per_day = rows_per_day(conn, source, start, end)
-    window = [start + dt.timedelta(days=i) for i in range(plan.window_days)]
-    with_rows = [d for d in window if per_day.get(d)]
-    empty = [d for d in window if not per_day.get(d)]
+def _coverage(conn, plan: Plan, source: Source) -> tuple[str, set[Partition]]:
+    """One line on an event source's coverage of the window, and the partitions with rows."""
+    cadence, word = plan.cadence, plan.cadence.word
+    start, end = cadence.utc(plan.window_start), cadence.utc(plan.window_end)
+    found = rows_per_partition(conn, source, cadence.sql_floor, start, end)
+    per_partition = {cadence.value(p): n for p, n in found.items()}
+    window = plan.window_partitions
+    with_rows = [p for p in window if per_partition.get(p)]
+    empty = [p for p in window if not per_partition.get(p)]
     if not with_rows:
         return f"{source.table}: no rows in the window", set()
     return (
-        f"{source.table}: {sum(per_day.values()):,} rows, first day {with_rows[0]}, last day "
-        f"{with_rows[-1]}, {len(empty)} day(s) without rows"
-        + (f": {days_text(empty)}" if empty else ""),
+        f"{source.table}: {sum(per_partition.values()):,} rows, first {word} "
+        f"{cadence.label(with_rows[0])}, last {word} {cadence.label(with_rows[-1])}, "
+        f"{len(empty)} {word}(s) without rows"
+        + (f": {partitions_text(cadence, empty)}" if empty else ""),
         set(with_rows),
     )
 
 
-def _current_days(conn, plan: Plan, version: str) -> set[dt.date]:
-    """Days of the window whose evidence is current (built, code and sources unchanged)."""
-    start, end = plan.spec.window.start, plan.spec.window.end + dt.timedelta(days=1)
-    built = evidence.current_code_days(conn, plan, version, start, end)
-    stale = {c.day for c in changed_days(conn, plan, start, end, [version])}
+def _current(conn, plan: Plan, version: str) -> set[Partition]:
+    """Partitions of the window whose evidence is current (built, code and sources same)."""
+    start, end = plan.window_start, plan.window_end
+    built = evidence.current_code(conn, plan, version, start, end)
+    stale = {c.partition for c in changed_partitions(conn, plan, start, end, [version])}
     return built - stale
 
 
-def _runs(days: list[dt.date], chunk_days: int) -> int:
-    """Runs of a backfill launched for the range first..last of ``days`` (as the UI does)."""
-    if not days:
+def _runs(plan: Plan, todo: list[Partition]) -> int:
+    """Runs of a backfill launched for the range first..last of ``todo`` (as the UI does)."""
+    if not todo:
         return 0
-    span = (max(days) - min(days)).days + 1
-    return -(-span // chunk_days)
+    span = len(plan.cadence.starts(min(todo), plan.cadence.next(max(todo))))
+    return -(-span // plan.chunk)
 
 
 def build_cost(conn, plan: Plan, version: str) -> tuple[float, float] | None:
-    """(seconds per build, seconds per day) of the version's recorded builds.
+    """(seconds per build, seconds per partition) of the version's recorded builds.
 
-    Every build leaves one evidence row per day with the same ``written_at``; a build of n days
-    took n x ``build_seconds``. With builds of different sizes (the canary builds single days and
-    one full chunk) a least-squares line gives the fixed and the per-day part; with one size only,
-    the fixed part is taken as zero.
+    Every build leaves one evidence row per partition with the same ``written_at``; a build of
+    n partitions took n x ``build_seconds``. With builds of different sizes (the canary builds
+    single partitions and one full chunk) a least-squares line gives the fixed and the
+    per-partition part; with one size only, the fixed part is taken as zero.
     """
     rows = evidence.build_sizes(conn, plan, version)
     if not rows:
@@ -142,13 +144,17 @@ def preflight(conn: duckdb.DuckDBPyConnection, plan: Plan) -> Preflight:
     checks = spec.checks
     recon = checks.reconciliation
     lines = report.lines
+    cadence, word = plan.cadence, plan.cadence.word
+    zone = "" if cadence.is_hourly else f" ({cadence.timezone})"
     lines += [
         f"Backfill plan: {plan.name} ({plan.path})",
         f"  target     models.{plan.name}__<version>, published as analytics.{plan.name}",
         f"  grain      {spec.grain} Key: ({', '.join(spec.unique_key)}), "
-        f"partitioned by {spec.partition_column} (UTC days)",
-        f"  window     {spec.window.start} .. {spec.window.end} ({plan.window_days} days), "
-        f"{spec.chunk_days} days per run",
+        f"partitioned by {spec.partition_column}: one partition per {word}{zone}"
+        + (f" (UTC hours, {cadence.timezone} days)" if cadence.is_hourly else ""),
+        f"  window     {cadence.label(plan.window_start)} .. "
+        f"{cadence.label(plan.window_partitions[-1])} ({plan.window_size} {word}s), "
+        f"{plan.chunk} {word}s per run",
         f"  strategy   {spec.strategy}; risk {spec.risk}",
         f"  owner      {spec.owner}; approvers {', '.join(spec.approvers) or 'none'}",
         f"  downstream {'; '.join(spec.downstream) or 'none declared'}",
@@ -164,10 +170,11 @@ def preflight(conn: duckdb.DuckDBPyConnection, plan: Plan) -> Preflight:
         lines.append(f"    {version.name} ({role}, {version.code_version}): {version.change}")
     lines += [
         "  acceptance",
-        f"    per day: unique ({', '.join(spec.unique_key)}); null-rate limits "
+        f"    per {word}: unique ({', '.join(spec.unique_key)}); null-rate limits "
         + ", ".join(f"{c} <= {r:g}" for c, r in checks.null_rates.items())
         + f"; {len(checks.known_records)} known record(s) on the candidate",
-        f"    window: every day built with >= {checks.completeness.min_rows_per_day} row(s); "
+        f"    window: every {word} built with "
+        f">= {checks.completeness.min_rows_per_partition} row(s); "
         f"sources and code unchanged since; "
         + (", ".join(r.name for r in checks.referential_integrity) or "no integrity rules")
         + f"; reconciliation by {', '.join(recon.by)} on {', '.join(recon.measures)} "
@@ -178,51 +185,52 @@ def preflight(conn: duckdb.DuckDBPyConnection, plan: Plan) -> Preflight:
     ]
     unreadable = source_problems(conn, plan.sources)
     report.blockers += [f"source: {problem}" for problem in unreadable]
-    days_with_rows: set[dt.date] = set()
+    with_rows: set[Partition] = set()
     event_sources = 0
     for source in spec.sources:
         if not table_exists(conn, *source.table.split(".")):
             lines.append(f"    {source.table}: missing")
         elif source.is_dimension:
             count = conn.execute(f"SELECT count(*) FROM {relation(source.table)}").fetchone()[0]
-            lines.append(f"    {source.table}: {count:,} rows (a dimension: every day reads it)")
+            lines.append(f"    {source.table}: {count:,} rows (a dimension: every {word} reads it)")
         else:
-            line, days = _coverage(conn, plan, source)
+            line, found = _coverage(conn, plan, source)
             lines.append(f"    {line}")
-            days_with_rows |= days
+            with_rows |= found
             event_sources += 1
-    window_days = [spec.window.start + dt.timedelta(days=i) for i in range(plan.window_days)]
-    empty_days = [d for d in window_days if d not in days_with_rows]
-    if event_sources and not unreadable and empty_days:
+    empty = [p for p in plan.window_partitions if p not in with_rows]
+    if event_sources and not unreadable and empty:
         report.blockers.append(
-            f"{len(empty_days)} day(s) of the window have no row in any event source: "
-            f"{days_text(empty_days)}; load them, or shorten the window"
+            f"{len(empty)} {word}(s) of the window have no row in any event source: "
+            f"{partitions_text(cadence, empty)}; load them, or shorten the window"
         )
     report.blockers += [f"vague plan field: {p}" for p in _vague(plan)]
 
     lines.append("  work")
     evidence_ready = not unreadable
-    total_eta = 0.0
     todo_by_version = {}
     for version in plan.version_names:
-        current = _current_days(conn, plan, version) if evidence_ready else set()
-        todo_by_version[version] = (current, [d for d in window_days if d not in current])
+        current = _current(conn, plan, version) if evidence_ready else set()
+        todo_by_version[version] = (
+            current,
+            [p for p in plan.window_partitions if p not in current],
+        )
     # One backfill builds every selected version of a chunk in the same run.
-    runs = _runs([d for _, todo in todo_by_version.values() for d in todo], spec.chunk_days)
+    runs = _runs(plan, [p for _, todo in todo_by_version.values() for p in todo])
     total_eta = runs * RUN_OVERHEAD_S if runs else 0.0
     for version, (current, todo) in todo_by_version.items():
         cost = build_cost(conn, plan, version) if evidence_ready else None
         if not todo:
             eta = 0.0
         elif cost is not None:
-            fixed, per_day = cost
-            eta = runs * fixed + len(todo) * (per_day + EVENTS_PER_DAY_S)
+            fixed, each = cost
+            eta = runs * fixed + len(todo) * (each + EVENTS_PER_PARTITION_S)
         else:
             eta = None
         report.work.append(VersionWork(version, len(todo), runs, cost[1] if cost else None, eta))
         total_eta += eta or 0.0
         lines.append(
-            f"    {version}: {len(todo)} day(s) to build ({len(current)} current)"
+            f"    {version}: {len(todo)} {word}(s) to build ({len(current)} current)"
             + (
                 f", ~{eta / 60:.1f} min of building"
                 if eta is not None
@@ -231,8 +239,8 @@ def preflight(conn: duckdb.DuckDBPyConnection, plan: Plan) -> Preflight:
         )
     if all(w.eta_seconds is not None for w in report.work):
         lines.append(
-            f"    {runs} run(s) of up to {spec.chunk_days} days; total ETA ~{total_eta / 60:.1f} "
-            f"min (building, plus ~{RUN_OVERHEAD_S:.0f} s a run and ~{EVENTS_PER_DAY_S} s a day "
-            "and model of Dagster bookkeeping)"
+            f"    {runs} run(s) of up to {plan.chunk} {word}s; total ETA ~{total_eta / 60:.1f} "
+            f"min (building, plus ~{RUN_OVERHEAD_S:.0f} s a run and ~{EVENTS_PER_PARTITION_S} s "
+            f"a {word} and model of Dagster bookkeeping)"
         )
     return report

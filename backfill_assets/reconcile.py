@@ -1,7 +1,8 @@
 """Reconciliation: the candidate against the baseline, with every difference explained or not.
 
-For each group of the plan's ``by`` (``month`` and ``day`` mean the partition column's month or
-day; other names are output columns) and each measure (``rows`` counts output rows):
+For each group of the plan's ``by`` (``partition``, ``day`` and ``month`` mean the partition
+column itself, its day or its month; other names are output columns) and each measure
+(``rows`` counts output rows):
 
     delta      = candidate - baseline
     rule_<r>   = what explained-difference rule r predicts (its SQL, aggregated the same way)
@@ -14,14 +15,14 @@ by month and region), small enough to report with pandas, where figures become f
 display only.
 """
 
-import datetime as dt
 import decimal
 from dataclasses import dataclass
 
 import duckdb
 import pandas as pd
 
-from backfill_assets.plan import ROWS, Plan
+from backfill_assets.partitions import Partition
+from backfill_assets.plan import ROWS, Plan, window_params
 from backfill_assets.warehouse import quote
 
 EXACT = "DECIMAL(38, 6)"  # sums of cents (and counts) stay exact across two years
@@ -34,8 +35,8 @@ class Reconciliation:
     plan: str
     baseline: str
     candidate: str
-    start: dt.date
-    end: dt.date  # inclusive
+    start: Partition  # the first partition compared
+    end: Partition  # the last partition compared (inclusive)
     tolerance: float
     rules: list[str]
     by: list[str]
@@ -60,7 +61,9 @@ def _by_select(plan: Plan) -> list[str]:
         if item == "month":
             out.append(f"CAST(date_trunc('month', {plan.partition_column}) AS DATE) AS month")
         elif item == "day":
-            out.append(f"{plan.partition_column} AS day")
+            out.append(f"CAST({plan.partition_column} AS DATE) AS day")
+        elif item == "partition":
+            out.append(f"{plan.partition_column} AS {quote(item)}")
         else:
             out.append(quote(item))
     return out
@@ -87,14 +90,15 @@ def _part(plan: Plan, label: str, relation: str, measures_are_columns: bool) -> 
 def reconcile(
     conn: duckdb.DuckDBPyConnection,
     plan: Plan,
-    start: dt.date | None = None,
-    end: dt.date | None = None,
+    start: Partition | None = None,
+    end: Partition | None = None,
     candidate: str | None = None,
 ) -> Reconciliation:
-    """Reconcile ``candidate`` (default: the plan's) with the baseline over ``start``..``end``."""
+    """Reconcile ``candidate`` (default: the plan's) with the baseline over the partitions
+    ``[start, end)`` (default: the plan's window)."""
     spec = plan.spec
-    start = start or spec.window.start
-    end = end or spec.window.end
+    start = plan.window_start if start is None else start
+    end = plan.window_end if end is None else end
     candidate = candidate or spec.candidate
     recon = spec.checks.reconciliation
     rules = [r.name for r in recon.explained_differences]
@@ -132,25 +136,24 @@ def reconcile(
         FROM wide
         ORDER BY abs(residual) DESC, abs(delta) DESC, {", ".join(by_names)}, measure
     """
-    table = conn.execute(
-        sql,
-        {
-            "start": start,
-            "end": end + dt.timedelta(days=1),
-            "tolerance": decimal.Decimal(str(recon.tolerance)),
-        },
-    ).df()
+    params = window_params(sql, plan.cadence, start, end)
+    table = conn.execute(sql, {**params, "tolerance": decimal.Decimal(str(recon.tolerance))}).df()
     figures = ["baseline", "candidate", "delta", *(f"rule_{r}" for r in rules), "residual"]
     table[figures] = table[figures].astype(float)
     for column in ("month", "day"):
         if column in table:
             table[column] = pd.to_datetime(table[column]).dt.date
+    if "partition" in table:
+        table["partition"] = [
+            plan.cadence.value(moment.to_pydatetime())
+            for moment in pd.to_datetime(table["partition"])
+        ]
     return Reconciliation(
         plan=plan.name,
         baseline=spec.baseline,
         candidate=candidate,
         start=start,
-        end=end,
+        end=plan.cadence.starts(start, end)[-1],
         tolerance=recon.tolerance,
         rules=rules,
         by=list(recon.by),

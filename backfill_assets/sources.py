@@ -17,11 +17,12 @@ types are used and every declared column must exist.
 """
 
 import datetime as dt
+from collections.abc import Callable
 
 import duckdb
 
 from backfill_assets.spec import Identifier, Strict, TableName, Text
-from backfill_assets.warehouse import UTC_NOW, quote, relation, table_exists
+from backfill_assets.warehouse import quote, relation, table_exists
 
 
 class Source(Strict):
@@ -123,23 +124,34 @@ def empty_required(
     }
 
 
-def rows_per_day(
-    conn: duckdb.DuckDBPyConnection, source: Source, start: dt.date, end: dt.date
-) -> dict[dt.date, int]:
-    """Rows of an event source per UTC day of ``[start, end)`` (days without rows are absent)."""
+def rows_per_partition(
+    conn: duckdb.DuckDBPyConnection,
+    source: Source,
+    floor: Callable[[str], str],
+    start_utc: dt.datetime,
+    end_utc: dt.datetime,
+) -> dict:
+    """Rows of an event source per partition (``floor`` maps an event time to its partition's
+    start in SQL) between two UTC instants; partitions without rows are absent."""
     column = quote(source.event_time or "")
     rows = conn.execute(
-        f"SELECT CAST({column} AS DATE), count(*) FROM {source.relation} "
+        f"SELECT {floor(column)}, count(*) FROM {source.relation} "
         f"WHERE {column} >= $start AND {column} < $end GROUP BY ALL",
-        {"start": start, "end": end},
+        {"start": start_utc, "end": end_utc},
     ).fetchall()
     return dict(rows)
 
 
-def newest_complete_day(conn: duckdb.DuckDBPyConnection, source: Source) -> dt.date | None:
-    """The newest day before today (UTC) with a row of an event source."""
+def newest_partition(
+    conn: duckdb.DuckDBPyConnection,
+    source: Source,
+    floor: Callable[[str], str],
+    before_utc: dt.datetime,
+):
+    """The newest partition (its start, as ``floor`` maps event times) with a row of an event
+    source before a UTC instant: the newest complete one when that instant starts the current
+    partition."""
     column = quote(source.event_time or "")
     return conn.execute(
-        f"SELECT max(CAST({column} AS DATE)) FROM {source.relation} "
-        f"WHERE CAST({column} AS DATE) < CAST({UTC_NOW} AS DATE)"
+        f"SELECT max({floor(column)}) FROM {source.relation} WHERE {column} < ?", [before_utc]
     ).fetchone()[0]

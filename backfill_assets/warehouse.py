@@ -94,21 +94,125 @@ def check_warehouse_name(path: str) -> None:
         )
 
 
+class WarehouseFileError(duckdb.Error):
+    """The warehouse file is missing or is not a readable DuckDB database.
+
+    A ``duckdb.Error``, so callers that already treat DuckDB's errors as "not readable now"
+    (the sensors, the command line) report it with its message.
+    """
+
+
+class WarehouseMissingError(WarehouseFileError):
+    """No file at the warehouse path; nothing was created."""
+
+
+class WarehouseDamagedError(WarehouseFileError):
+    """The file exists but DuckDB cannot read all of it; it was left as it was."""
+
+
+# How DuckDB 2.0 says that a file is not (all) a DuckDB database: an unknown format or an empty
+# file, a block past the end of a truncated file, a block whose checksum does not match.
+_DAMAGE = ("not a valid duckdb database file", "could not read enough bytes", "corrupt database")
+
+# ``:memory:`` and server databases (``md:name``) have no local file to find or read through.
+_NOT_A_FILE = re.compile(r"^(:memory:|[A-Za-z][A-Za-z0-9+.-]+:)")
+
+REBUILD = (
+    "`backfill-assets seed` for the shipped example, or `backfill-assets load <schema.table> "
+    "<file>` for each of your sources"
+)
+
+
+def is_local_file(path: str) -> bool:
+    """Whether ``path`` names a file on this machine (not ``:memory:`` or ``md:...``)."""
+    return not _NOT_A_FILE.match(path)
+
+
+def require_file(path: str) -> None:
+    """Refuse a missing warehouse file before DuckDB would create an empty one there."""
+    if is_local_file(path) and not Path(path).exists():
+        raise WarehouseMissingError(
+            f"There is no warehouse file at {path}; nothing was created. Fix: if the path is "
+            "mistyped, point BACKFILL_WAREHOUSE at the warehouse file; to start one, write its "
+            f"source tables with {REBUILD}."
+        )
+
+
+def damaged_message(path: str, error: duckdb.Error) -> str:
+    """What is wrong with the file, that it was left alone, and the two ways out."""
+    said = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return (
+        f"The warehouse file {path} is damaged: it is not a readable DuckDB database "
+        f"(DuckDB: {said}). Nothing was written to it. Fix: restore it from a copy (a backup or "
+        f"a snapshot), or move it aside (mv {path} {path}.damaged) and build a new one: "
+        f"{REBUILD}, then backfill the plans again."
+    )
+
+
+@contextmanager
+def damage_reported(path: str) -> Iterator[None]:
+    """Turn DuckDB's errors about an unreadable file into ``WarehouseDamagedError``; any other
+    error (a lock, a bad statement) passes unchanged."""
+    try:
+        yield
+    except WarehouseFileError:
+        raise
+    except duckdb.Error as error:
+        if not any(sign in str(error).lower() for sign in _DAMAGE):
+            raise
+        raise WarehouseDamagedError(damaged_message(path, error)) from error
+
+
+def read_through(conn: duckdb.DuckDBPyConnection, path: str) -> None:
+    """Read every block of every table of the file, or close ``conn`` and raise
+    ``WarehouseDamagedError``.
+
+    DuckDB opens a truncated file, or one with a damaged data block, and fails only when a
+    query reads the missing or damaged block (its checksum); until then its answers come from
+    the sound part and its writes land beside the damage. Hashing every row reads every column
+    block (``count(*)`` would not); it costs well under a second for millions of rows.
+    """
+    try:
+        with damage_reported(path):
+            tables = conn.execute(
+                "SELECT schema_name, table_name FROM duckdb_tables() "
+                "WHERE database_name = current_database() AND NOT temporary"
+            ).fetchall()
+            for schema, table in tables:
+                conn.execute(
+                    f"SELECT count(*), bit_xor(hash(t)) FROM {catalog_relation(schema, table)} AS t"
+                ).fetchone()
+    except BaseException:
+        conn.close()
+        raise
+
+
+def catalog_relation(schema: str, table: str) -> str:
+    """``"schema"."table"`` for names read from the catalog, which need not be plain SQL
+    names; quotes inside are doubled."""
+    return ".".join('"' + name.replace('"', '""') + '"' for name in (schema, table))
+
+
 def connect_waiting(path: str, wait_seconds: float, config: dict | None = None):
     """Open the warehouse for writing, waiting up to ``wait_seconds`` for another writer.
 
     DuckDB lets one process write a file; a second one (an analyst's shell, a stray run) makes
     this wait and retry. Past the wait it raises ``WarehouseBusyError`` naming the holder and
-    the fix; nothing has been written by then.
+    the fix; nothing has been written by then. An existing file is read through first
+    (``read_through``): a run never writes into a damaged warehouse.
     """
     check_warehouse_name(path)
+    existed = is_local_file(path) and Path(path).exists()
     deadline = time.monotonic() + wait_seconds
     pause = 0.5
     while True:
         try:
-            conn = duckdb.connect(path, config={"memory_limit": MEMORY_LIMIT, **(config or {})})
+            with damage_reported(path):
+                conn = duckdb.connect(path, config={"memory_limit": MEMORY_LIMIT, **(config or {})})
             # No terminal progress bar: run logs and sensor ticks are not terminals.
             conn.execute("SET enable_progress_bar = false")
+            if existed:
+                read_through(conn, path)
             return conn
         except duckdb.IOException as error:
             if "lock" not in str(error).lower():
@@ -146,9 +250,38 @@ def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
 
 def open_read_only(path: str) -> duckdb.DuckDBPyConnection:
     """A read-only connection for sensors and reports; raises ``duckdb.Error`` at once (no
-    retries) when another process holds the file for writing."""
+    retries) when another process holds the file for writing, when there is no file (none is
+    created) or when DuckDB cannot open it. Not read through: a sensor ticks every minute and a
+    reader cannot make the damage worse. Without external access: sensors run plan SQL on it."""
     check_warehouse_name(path)
-    return duckdb.connect(path, read_only=True, config={"memory_limit": MEMORY_LIMIT})
+    require_file(path)
+    config = {"memory_limit": MEMORY_LIMIT, "enable_external_access": False}
+    with damage_reported(path):
+        return duckdb.connect(path, read_only=True, config=config)
+
+
+def open_checked(path: str, create: bool = False) -> duckdb.DuckDBPyConnection:
+    """A command line connection, read through before it is used.
+
+    Commands that only read must not leave an empty file at a mistyped path (``create`` is for
+    those that write sources), and none may answer from, or write beside, the sound part of a
+    damaged file. Not read-only only because the project's tables are created on first use.
+    Commands that read (``create`` false) run plan SQL, so they get no file or extension
+    access; ``seed`` and ``load`` read files and keep it.
+    """
+    check_warehouse_name(path)
+    existed = is_local_file(path) and Path(path).exists()
+    if not create:
+        require_file(path)
+    with damage_reported(path):
+        conn = duckdb.connect(path)
+    if not create:
+        # A setting rather than a connect option: it holds for this database from now on, and
+        # a connection option would clash with another connection to the file in the process.
+        conn.execute("SET enable_external_access = false")
+    if existed:
+        read_through(conn, path)
+    return conn
 
 
 def table_exists(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:

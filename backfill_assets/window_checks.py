@@ -1,24 +1,26 @@
 """Window checks: what must hold across a version's whole window before it may be published.
 
 Each check reads the stored tables with set-based SQL over the window and returns a
-``WindowCheck``: a verdict, a one-line summary and figures (the failing days as date ranges,
-groups, keys). None loads the window into pandas; only small results (the reconciliation
-table, lists of failing days) come back to Python.
+``WindowCheck``: a verdict, a one-line summary in the plan's words (``3 month(s) failing``) and
+figures (the failing partitions as ranges, groups, keys). None loads the window into pandas;
+only small results (the reconciliation table, lists of failing partitions) come back to Python.
 
-- ``window_is_complete``: every day has evidence and at least ``min_rows_per_day`` rows;
-- ``every_day_passed_checks``: every day's per-partition checks passed (from evidence);
-- ``built_with_current_code``: every day's ``code_version`` is the plan's current one;
-- ``built_from_current_sources``: every day's source fingerprint still matches the sources;
+- ``window_is_complete``: every partition has evidence and at least ``min_rows_per_partition``
+  rows;
+- ``every_partition_passed_checks``: every partition's own checks passed (from evidence);
+- ``built_with_current_code``: every partition's ``code_version`` is the plan's current one;
+- ``built_from_current_sources``: every partition's source fingerprint still matches the sources;
 - ``sources_are_valid``: no source row leaves a column its declaration ``required`` empty (a row
   without its event time would silently drop out of every partition);
 - one check per ``referential_integrity`` rule of the plan (``warn`` rules never block);
 - ``reconciles_with_baseline`` (candidate): no unexplained residual beyond tolerance;
-- ``trend_has_no_unexplained_jumps``: no day deviates from its rolling median by more than
-  ``max_deviations`` median absolute deviations;
-- ``enrichment_coverage_met`` (candidate of a column enrichment): rows per day identical to the
-  baseline and the share of rows with the new value at least ``min_coverage``;
-- ``is_fresh`` (a warning, never blocking): the newest day built is not older than the newest
-  complete source day, so days that arrived after the window are noticed once it is published.
+- ``trend_has_no_unexplained_jumps``: no partition deviates from its rolling median (of the
+  same phase of the cycle, with ``seasonality``) by more than ``max_deviations`` median
+  absolute deviations;
+- ``enrichment_coverage_met`` (candidate of a column enrichment): rows per partition identical
+  to the baseline and the share of rows with the new value at least ``min_coverage``;
+- ``is_fresh`` (a warning, never blocking): the newest partition built is not older than the
+  newest complete source partition, so history that arrived after the window is noticed.
 """
 
 import datetime as dt
@@ -29,15 +31,15 @@ import duckdb
 import pandas as pd
 
 from backfill_assets import evidence
-from backfill_assets.fingerprint import changed_days
-from backfill_assets.partitions import day_spans
-from backfill_assets.plan import ROWS, Plan
+from backfill_assets.fingerprint import changed_partitions
+from backfill_assets.partitions import Cadence, Partition, stamp
+from backfill_assets.plan import ROWS, Plan, window_params
 from backfill_assets.reconcile import Reconciliation, reconcile
-from backfill_assets.sources import empty_required, newest_complete_day
+from backfill_assets.sources import empty_required, newest_partition
 from backfill_assets.warehouse import quote, table_exists
 
 WINDOW_IS_COMPLETE = "window_is_complete"
-EVERY_DAY_PASSED_CHECKS = "every_day_passed_checks"
+EVERY_PARTITION_PASSED_CHECKS = "every_partition_passed_checks"
 BUILT_WITH_CURRENT_CODE = "built_with_current_code"
 BUILT_FROM_CURRENT_SOURCES = "built_from_current_sources"
 RECONCILES_WITH_BASELINE = "reconciles_with_baseline"
@@ -65,7 +67,7 @@ def window_check_names(plan: Plan) -> list[str]:
     """Every window check of a plan, in the order they are evaluated."""
     names = [
         WINDOW_IS_COMPLETE,
-        EVERY_DAY_PASSED_CHECKS,
+        EVERY_PARTITION_PASSED_CHECKS,
         BUILT_WITH_CURRENT_CODE,
         BUILT_FROM_CURRENT_SOURCES,
         SOURCES_ARE_VALID,
@@ -79,100 +81,119 @@ def window_check_names(plan: Plan) -> list[str]:
     return names
 
 
-def _window(plan: Plan) -> dict[str, dt.date]:
-    window = plan.spec.window
-    return {"start": window.start, "end": window.end + dt.timedelta(days=1)}
+def _window(plan: Plan) -> tuple[Partition, Partition]:
+    return plan.window_start, plan.window_end
 
 
-def date_ranges(days: list[dt.date]) -> list[str]:
-    """Consecutive days folded into ranges: ['2024-01-01..2024-01-03', '2024-02-10']."""
-    return [f"{a}..{b}" if a != b else f"{a}" for a, b in day_spans(days)]
+def partition_ranges(cadence: Cadence, parts: list[Partition]) -> list[str]:
+    """Consecutive partitions folded into ranges: ['2024-01-01..2024-01-03', '2024-02-10']."""
+    return [
+        f"{cadence.label(a)}..{cadence.label(b)}" if a != b else cadence.label(a)
+        for a, b in cadence.spans(parts)
+    ]
 
 
-def days_text(days: list[dt.date]) -> str:
-    """Days as ranges, the first few named: '2024-01-01..2024-01-03, 2024-02-10 (+4 more)'."""
-    ranges = date_ranges(days)
+def partitions_text(cadence: Cadence, parts: list[Partition]) -> str:
+    """Partitions as ranges, the first few named: '2024-01-01..2024-01-03, 2024-02-10 (+4 more
+    ranges)'."""
+    ranges = partition_ranges(cadence, parts)
     more = f" (+{len(ranges) - LISTED} more ranges)" if len(ranges) > LISTED else ""
     return ", ".join(ranges[:LISTED]) + more
 
 
 def completeness(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> WindowCheck:
-    minimum = plan.spec.checks.completeness.min_rows_per_day
-    window = _window(plan)
-    rows = evidence.missing_or_thin(conn, plan, version, window["start"], window["end"], minimum)
-    missing = [day for day, count in rows if count is None]
-    thin = [day for day, count in rows if count is not None]
+    cadence, word = plan.cadence, plan.cadence.word
+    minimum = plan.spec.checks.completeness.min_rows_per_partition
+    built = evidence.row_counts(conn, plan, version, *_window(plan))
+    missing = [p for p in plan.window_partitions if p not in built]
+    thin = [p for p in plan.window_partitions if p in built and built[p] < minimum]
     problems = []
     if missing:
-        problems.append(f"{len(missing)} day(s) never built: {days_text(missing)}")
+        problems.append(
+            f"{len(missing)} {word}(s) never built: {partitions_text(cadence, missing)}"
+        )
     if thin:
-        problems.append(f"{len(thin)} day(s) with fewer than {minimum} row(s): {days_text(thin)}")
+        problems.append(
+            f"{len(thin)} {word}(s) with fewer than {minimum} row(s): "
+            f"{partitions_text(cadence, thin)}"
+        )
     return WindowCheck(
         WINDOW_IS_COMPLETE,
         version,
-        passed=not rows,
-        summary="; ".join(problems) or f"all {plan.window_days} days built with rows",
+        passed=not (missing or thin),
+        summary="; ".join(problems) or f"all {plan.window_size} {word}s built with rows",
         figures={
-            "days_in_window": plan.window_days,
-            "days_missing": len(missing),
-            "days_below_min_rows": len(thin),
-            "missing_ranges": date_ranges(missing)[:LISTED],
-            "thin_ranges": date_ranges(thin)[:LISTED],
+            "partitions_in_window": plan.window_size,
+            "partitions_missing": len(missing),
+            "partitions_below_min_rows": len(thin),
+            "missing_ranges": partition_ranges(cadence, missing)[:LISTED],
+            "thin_ranges": partition_ranges(cadence, thin)[:LISTED],
         },
     )
 
 
-def every_day_passed(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> WindowCheck:
-    window = _window(plan)
-    failing = evidence.failing_days(conn, plan, version, window["start"], window["end"])
-    by_check: dict[str, list[dt.date]] = {}
-    for day, checks in failing:
+def every_partition_passed(
+    conn: duckdb.DuckDBPyConnection, plan: Plan, version: str
+) -> WindowCheck:
+    cadence = plan.cadence
+    failing = evidence.failing(conn, plan, version, *_window(plan))
+    by_check: dict[str, list[Partition]] = {}
+    for part, checks in failing:
         for name, result in checks.items():
             if not result["passed"]:
-                by_check.setdefault(name, []).append(day)
+                by_check.setdefault(name, []).append(part)
     return WindowCheck(
-        EVERY_DAY_PASSED_CHECKS,
+        EVERY_PARTITION_PASSED_CHECKS,
         version,
         passed=not failing,
-        summary="; ".join(f"{name} failed on {days_text(days)}" for name, days in by_check.items())
-        or "every built day passed its partition checks",
-        figures={"days_failing": len(failing), **{k: date_ranges(v) for k, v in by_check.items()}},
+        summary="; ".join(
+            f"{name} failed on {partitions_text(cadence, parts)}"
+            for name, parts in by_check.items()
+        )
+        or f"every built {cadence.word} passed its checks",
+        figures={
+            "partitions_failing": len(failing),
+            **{k: partition_ranges(cadence, v) for k, v in by_check.items()},
+        },
     )
 
 
 def code_current(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> WindowCheck:
     current = plan.version(version).code_version
-    window = _window(plan)
-    stale = evidence.stale_code_days(conn, plan, version, window["start"], window["end"])
+    stale = evidence.stale_code(conn, plan, version, *_window(plan))
     old = sorted({code for _, code in stale})
     return WindowCheck(
         BUILT_WITH_CURRENT_CODE,
         version,
         passed=not stale,
         summary=(
-            f"{len(stale)} day(s) built with code_version {old}, current is {current!r}: "
-            f"{days_text([d for d, _ in stale])}"
+            f"{len(stale)} {plan.cadence.word}(s) built with code_version {old}, current is "
+            f"{current!r}: {partitions_text(plan.cadence, [p for p, _ in stale])}"
             if stale
-            else f"every built day has code_version {current!r}"
+            else f"every built {plan.cadence.word} has code_version {current!r}"
         ),
-        figures={"days_stale_code": len(stale), "current_code_version": current},
+        figures={"partitions_stale_code": len(stale), "current_code_version": current},
     )
 
 
 def sources_current(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> WindowCheck:
-    window = _window(plan)
-    changed = changed_days(conn, plan, window["start"], window["end"], [version])
-    days = [c.day for c in changed]
+    changed = changed_partitions(conn, plan, *_window(plan), [version])
+    parts = [c.partition for c in changed]
+    word = plan.cadence.word
     return WindowCheck(
         BUILT_FROM_CURRENT_SOURCES,
         version,
         passed=not changed,
         summary=(
-            f"sources changed since {len(days)} day(s) were built: {days_text(days)}"
+            f"sources changed since {len(parts)} {word}(s) were built: "
+            f"{partitions_text(plan.cadence, parts)}"
             if changed
-            else "every built day matches its sources"
+            else f"every built {word} matches its sources"
         ),
-        figures={"days_changed": len(days), "changed_ranges": date_ranges(days)[:LISTED]},
+        figures={
+            "partitions_changed": len(parts),
+            "changed_ranges": partition_ranges(plan.cadence, parts)[:LISTED],
+        },
     )
 
 
@@ -201,13 +222,15 @@ def referential_integrity(
     results = []
     conn.execute(f"CREATE OR REPLACE TEMP VIEW model AS SELECT * FROM {plan.model_table(version)}")
     for rule in plan.spec.checks.referential_integrity:
+        sql = plan.read_sql(rule.sql)
         count, days, keys = conn.execute(
             f"""
-            SELECT count(*), list(DISTINCT day ORDER BY day)[1:{LISTED}],
-                   list(key ORDER BY day, key)[1:{LISTED}]
-            FROM ({plan.read_sql(rule.sql)})
+            SELECT count(*),
+                   list(DISTINCT CAST(day AS VARCHAR) ORDER BY CAST(day AS VARCHAR))[1:{LISTED}],
+                   list(CAST(key AS VARCHAR) ORDER BY day, key)[1:{LISTED}]
+            FROM ({sql})
             """,
-            _window(plan),
+            window_params(sql, plan.cadence, *_window(plan)),
         ).fetchone()
         results.append(
             WindowCheck(
@@ -269,48 +292,67 @@ def reconciliation(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) ->
 
 
 def trend(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> WindowCheck:
-    spec = plan.spec.checks.trend
-    half = spec.window_days // 2
+    spec, cadence = plan.spec.checks.trend, plan.cadence
+    season = spec.seasonality or 1
+    # Neighbours on each side: half the window, counted in partitions of the same phase.
+    half = max(2, spec.window_partitions // (2 * season))
     value = "count(*)" if spec.measure == ROWS else f"sum({quote(spec.measure)})"
+    pc = plan.partition_column
     rows = conn.execute(
         f"""
         WITH series AS (
-            SELECT {plan.partition_column} AS day, CAST({value} AS DOUBLE) AS x
+            SELECT {pc} AS p, CAST({value} AS DOUBLE) AS x,
+                   (list_position(CAST($partitions AS TIMESTAMP[]), CAST({pc} AS TIMESTAMP)) - 1)
+                       % {season} AS phase
             FROM {plan.model_table(version)}
-            WHERE {plan.partition_column} >= $start AND {plan.partition_column} < $end
+            WHERE {pc} >= $start AND {pc} < $end
             GROUP BY ALL
         ),
         centred AS (
-            SELECT day, x, median(x) OVER w AS med
+            SELECT p, x, phase, median(x) OVER w AS med
             FROM series
-            WINDOW w AS (ORDER BY day ROWS BETWEEN {half} PRECEDING AND {half} FOLLOWING)
+            WINDOW w AS (PARTITION BY phase ORDER BY p
+                         ROWS BETWEEN {half} PRECEDING AND {half} FOLLOWING)
         ),
         spread AS (
-            SELECT day, x, med,
-                   median(abs(x - med)) OVER w AS mad
+            SELECT p, x, med, median(abs(x - med)) OVER w AS mad
             FROM centred
-            WINDOW w AS (ORDER BY day ROWS BETWEEN {half} PRECEDING AND {half} FOLLOWING)
+            WINDOW w AS (PARTITION BY phase ORDER BY p
+                         ROWS BETWEEN {half} PRECEDING AND {half} FOLLOWING)
         )
-        SELECT day, x, med, greatest(1.4826 * mad, 0.01 * abs(med), 1e-9) AS scale
+        SELECT p, x, med, greatest(1.4826 * mad, 0.01 * abs(med), 1e-9) AS scale
         FROM spread
         WHERE abs(x - med) > $k * greatest(1.4826 * mad, 0.01 * abs(med), 1e-9)
-        ORDER BY day
+        ORDER BY p
         """,
-        {**_window(plan), "k": spec.max_deviations},
+        {
+            "start": plan.window_start,
+            "end": plan.window_end,
+            "partitions": [stamp(p) for p in plan.window_partitions],
+            "k": spec.max_deviations,
+        },
     ).fetchall()
-    listed = [f"{d}: {x:,.2f} vs median {m:,.2f} ({(x - m) / s:+.1f} MAD)" for d, x, m, s in rows]
+    listed = [
+        f"{cadence.label(cadence.value(p))}: {x:,.2f} vs median {m:,.2f} ({(x - m) / s:+.1f} MAD)"
+        for p, x, m, s in rows
+    ]
+    compared = (
+        f"the median of the same phase of its {season}-{cadence.word} cycle"
+        if season > 1
+        else f"the rolling {spec.window_partitions}-{cadence.word} median"
+    )
     return WindowCheck(
         TREND_HAS_NO_UNEXPLAINED_JUMPS,
         version,
         passed=not rows,
         summary=(
-            f"{len(rows)} day(s) jump beyond {spec.max_deviations} MADs of the "
-            f"{spec.window_days}-day median of {spec.measure}: " + "; ".join(listed[:5])
+            f"{len(rows)} {cadence.word}(s) jump beyond {spec.max_deviations} MADs of {compared} "
+            f"of {spec.measure}: " + "; ".join(listed[:5])
             if rows
-            else f"daily {spec.measure} stays within {spec.max_deviations} MADs of its "
-            f"{spec.window_days}-day median"
+            else f"{spec.measure} per {cadence.word} stays within {spec.max_deviations} MADs of "
+            f"{compared}"
         ),
-        figures={"days_jumping": len(rows), "days": listed[:LISTED]},
+        figures={"partitions_jumping": len(rows), "partitions": listed[:LISTED]},
     )
 
 
@@ -320,6 +362,7 @@ def enrichment(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> Win
     column = quote(spec.column)
     pc = plan.partition_column
     keys = ", ".join(quote(k) for k in plan.spec.unique_key)
+    window = {"start": plan.window_start, "end": plan.window_end}
     changed = conn.execute(
         f"""
         SELECT count(*)
@@ -327,32 +370,33 @@ def enrichment(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> Win
         JOIN {plan.model_table(plan.spec.baseline)} AS b USING ({keys})
         WHERE c.{pc} >= $start AND c.{pc} < $end AND c.{column} IS DISTINCT FROM b.{column}
         """,
-        _window(plan),
+        window,
     ).fetchone()[0]
     differing, total, covered = conn.execute(
         f"""
         WITH c AS (
-            SELECT {pc} AS day, count(*) AS n, count({column}) AS covered
+            SELECT {pc} AS p, count(*) AS n, count({column}) AS covered
             FROM {plan.model_table(version)}
             WHERE {pc} >= $start AND {pc} < $end GROUP BY ALL
         ),
         b AS (
-            SELECT {pc} AS day, count(*) AS n
+            SELECT {pc} AS p, count(*) AS n
             FROM {plan.model_table(plan.spec.baseline)}
             WHERE {pc} >= $start AND {pc} < $end GROUP BY ALL
         )
         SELECT
-            list(coalesce(c.day, b.day) ORDER BY coalesce(c.day, b.day))
+            list(coalesce(c.p, b.p) ORDER BY coalesce(c.p, b.p))
                 FILTER (WHERE c.n IS DISTINCT FROM b.n),
             coalesce(sum(c.n), 0),
             coalesce(sum(c.covered), 0)
-        FROM c FULL JOIN b USING (day)
+        FROM c FULL JOIN b USING (p)
         """,
-        _window(plan),
+        window,
     ).fetchone()
-    differing = differing or []
+    differing = [plan.cadence.value(p) for p in differing or []]
     coverage = covered / total if total else 0.0
     ok = not differing and coverage >= spec.min_coverage
+    word = plan.cadence.word
     return WindowCheck(
         ENRICHMENT_COVERAGE_MET,
         version,
@@ -361,9 +405,10 @@ def enrichment(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> Win
             f"{spec.column} filled on {coverage:.2%} of rows (minimum {spec.min_coverage:.2%}), "
             f"changed on {changed:,} rows; "
             + (
-                f"row counts differ from {plan.spec.baseline} on {days_text(differing)}"
+                f"row counts differ from {plan.spec.baseline} on "
+                f"{partitions_text(plan.cadence, differing)}"
                 if differing
-                else f"row counts per day equal {plan.spec.baseline}"
+                else f"row counts per {word} equal {plan.spec.baseline}"
             )
         ),
         figures={
@@ -373,39 +418,58 @@ def enrichment(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> Win
             "share_changed": round(changed / total, 6) if total else 0.0,
             "coverage": round(coverage, 6),
             "min_coverage": spec.min_coverage,
-            "days_with_different_row_counts": len(differing),
-            "differing_ranges": date_ranges(differing)[:LISTED],
+            "partitions_with_different_row_counts": len(differing),
+            "differing_ranges": partition_ranges(plan.cadence, differing)[:LISTED],
         },
     )
 
 
 def freshness(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> WindowCheck:
-    newest_source = max(
-        (newest_complete_day(conn, s) for s in plan.sources if not s.is_dimension),
-        default=None,
-        key=lambda d: d or dt.date.min,
+    cadence = plan.cadence
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    current = (
+        cadence.floor(now)
+        if cadence.is_hourly
+        else cadence.floor(now.replace(tzinfo=dt.UTC).astimezone(cadence.zone).date())
     )
-    newest_built = evidence.newest_applied_day(conn, plan, version)
+    newest_source = max(
+        (
+            newest_partition(conn, s, cadence.sql_floor, cadence.utc(current))
+            for s in plan.sources
+            if not s.is_dimension
+        ),
+        default=None,
+        key=lambda p: stamp(p) if p is not None else dt.datetime.min,
+    )
+    newest_source = None if newest_source is None else cadence.value(newest_source)
+    newest_built = evidence.newest_applied(conn, plan, version)
     fresh = newest_source is None or (newest_built is not None and newest_built >= newest_source)
-    behind = (newest_source - newest_built).days if newest_source and newest_built else None
+    behind = (
+        len(cadence.starts(cadence.next(newest_built), cadence.next(newest_source)))
+        if newest_source and newest_built and not fresh
+        else None
+    )
+    label = cadence.label
     return WindowCheck(
         IS_FRESH,
         version,
         passed=fresh,
         blocking=False,
         summary=(
-            f"newest day built {newest_built}, newest source day {newest_source}"
+            f"newest {cadence.word} built {label(newest_built) if newest_built else None}, "
+            f"newest complete source {cadence.word} "
+            f"{label(newest_source) if newest_source else None}"
             + (
                 ""
                 if fresh
-                else f": {behind if behind is not None else 'all'} day(s) behind; "
-                "backfill the new days"
+                else f": {behind if behind is not None else 'all'} {cadence.word}(s) behind; "
+                "backfill the new ones"
             )
         ),
         figures={
-            "newest_built_day": str(newest_built),
-            "newest_source_day": str(newest_source),
-            "days_behind": behind if behind is not None and not fresh else 0,
+            "newest_built_partition": str(newest_built),
+            "newest_source_partition": str(newest_source),
+            "partitions_behind": behind if behind is not None else 0,
         },
     )
 
@@ -427,7 +491,7 @@ def run_window_checks(
         ]
     results = [
         completeness(conn, plan, version),
-        every_day_passed(conn, plan, version),
+        every_partition_passed(conn, plan, version),
         code_current(conn, plan, version),
         sources_current(conn, plan, version),
         sources_valid(conn, plan, version),

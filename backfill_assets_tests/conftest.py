@@ -59,3 +59,8 @@ def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
     home.mkdir(exist_ok=True)
     with dg.instance_for_test(temp_dir=str(home)) as inst:
         yield inst
+
+
+@pytest.fixture
+def monthly_active_customers() -> Plan:
+    return plan_named("monthly_active_customers")

@@ -27,7 +27,7 @@ import pytest
 import backfill_assets.evidence as evidence_module
 from backfill_assets.build import BuildError, build_window
 from backfill_assets.example.generator import TABLES, ensure_tables
-from backfill_assets.fingerprint import changed_days
+from backfill_assets.fingerprint import changed_partitions
 from backfill_assets.plan import Plan
 from backfill_assets.warehouse import ensure_schema
 
@@ -379,7 +379,8 @@ def test_evidence_has_one_row_per_day_with_counts_code_version_and_run_id(
     plans = {"daily_revenue": daily_revenue, "fct_orders": fct_orders}
     for (model, version), counts in EXPECTED_ROW_COUNTS.items():
         rows = pilot.execute(
-            "SELECT day, row_count, code_version, run_id FROM backfill.partition_evidence "
+            "SELECT partition_start::DATE AS day, row_count, code_version, run_id "
+            "FROM backfill.partition_evidence "
             "WHERE model = ? AND version = ? ORDER BY day",
             [model, version],
         ).fetchall()
@@ -389,7 +390,7 @@ def test_evidence_has_one_row_per_day_with_counts_code_version_and_run_id(
         assert {r[0].isoformat(): r[1] for r in rows} == {
             d.isoformat(): counts.get(d.isoformat(), 0) for d in WINDOW_DAYS
         }
-        code_version = {"legacy": "legacy-1", "v2": "v2-1"}[version]
+        code_version = {"legacy": "legacy-2", "v2": "v2-2"}[version]
         assert plans[model].version(version).code_version == code_version
         assert {r[2] for r in rows} == {code_version}
         assert {r[3] for r in rows} == {"run-evidence-7"}
@@ -399,7 +400,7 @@ def test_evidence_is_replaced_not_duplicated_on_rebuild(pilot, daily_revenue, fc
     build_pilot_window(pilot, daily_revenue, fct_orders, run_id="run-a")
     build_window(pilot, daily_revenue, "v2", dt.date(2024, 2, 29), dt.date(2024, 3, 2), "run-b")
     rows = pilot.execute(
-        "SELECT day, run_id FROM backfill.partition_evidence "
+        "SELECT partition_start::DATE AS day, run_id FROM backfill.partition_evidence "
         "WHERE model = 'daily_revenue' AND version = 'v2' ORDER BY day"
     ).fetchall()
     assert [r[0] for r in rows] == WINDOW_DAYS
@@ -410,7 +411,9 @@ def test_evidence_is_replaced_not_duplicated_on_rebuild(pilot, daily_revenue, fc
 
 
 def _changed(conn, plan: Plan) -> list[tuple[str, str]]:
-    return [(c.day.isoformat(), c.version) for c in changed_days(conn, plan, START, END)]
+    return [
+        (c.partition.isoformat(), c.version) for c in changed_partitions(conn, plan, START, END)
+    ]
 
 
 def test_fingerprint_changes_only_for_days_a_moved_resend_touches(pilot, daily_revenue, fct_orders):
@@ -468,7 +471,7 @@ def test_fingerprint_of_refund_day_covers_all_versions_of_its_order(
 
 
 def _known(result) -> dict[str, dict]:
-    return {d.day.isoformat(): d.checks["known_records_match"] for d in result.days}
+    return {d.partition.isoformat(): d.checks["known_records_match"] for d in result.partitions}
 
 
 def test_known_records_pass_on_pilot(pilot, daily_revenue):
@@ -478,7 +481,7 @@ def test_known_records_pass_on_pilot(pilot, daily_revenue):
     assert all(k["passed"] for k in known.values())
     # legacy is the baseline: the known records describe the candidate only
     legacy = build_window(pilot, daily_revenue, "legacy", START, END, "r")
-    assert all("known_records_match" not in d.checks for d in legacy.days)
+    assert all("known_records_match" not in d.checks for d in legacy.partitions)
 
 
 def test_known_record_mismatch_fails_that_day_only_and_names_the_key(pilot, daily_revenue):
@@ -495,8 +498,9 @@ def test_known_record_mismatch_fails_that_day_only_and_names_the_key(pilot, dail
     assert Decimal(mismatch["expected"]["gross_revenue"]) == Decimal("70")
     # the verdict travels in the evidence too
     stored = pilot.execute(
-        "SELECT checks->'known_records_match'->>'passed' FROM backfill.partition_evidence "
-        "WHERE model = 'daily_revenue' AND version = 'v2' AND day = DATE '2024-02-29'"
+        "SELECT checks->'known_records_match'->>'passed' FROM "
+        "backfill.partition_evidence "
+        "WHERE model = 'daily_revenue' AND version = 'v2' AND partition_start = DATE '2024-02-29'"
     ).fetchone()[0]
     assert stored == "false"
 

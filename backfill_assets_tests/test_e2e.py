@@ -150,8 +150,8 @@ def evidence(path: Path, model: str, first: dt.date, last: dt.date) -> dict[tupl
     """(version, day) -> run ids of the evidence rows of ``model`` in ``first``..``last``."""
     rows = fetch(
         path,
-        "SELECT version, day, run_id FROM backfill.partition_evidence "
-        "WHERE model = ? AND day BETWEEN ? AND ?",
+        "SELECT version, partition_start::DATE AS day, run_id FROM backfill.partition_evidence "
+        "WHERE model = ? AND partition_start BETWEEN ? AND ?",
         [model, first, last],
     )
     found: dict[tuple, list[str]] = {}
@@ -546,15 +546,18 @@ def test_late_rows_are_repaired_by_the_sensor_for_their_days_only(e2e: E2E) -> N
     # One run per plan and late day, all built versions of the day together; nothing else.
     by_sensor = [
         run
-        for plan in ("daily_revenue", "fct_orders")
-        for run in list_runs(dev, {SENSOR_TAG: f"late_data_{plan}_sensor"})
+        for plan in shipped_plans()
+        for run in list_runs(dev, {SENSOR_TAG: f"late_data_{plan.name}_sensor"})
     ]
     assert {r["id"] for r in by_sensor} == {r["id"] for r in repairs}
     assert all(r["status"] == "SUCCESS" for r in repairs), repairs
     requested = sorted(
         (tags_of(r)[PLAN_TAG], dt.date.fromisoformat(tags_of(r)[PARTITION_TAG])) for r in repairs
     )
-    assert requested == sorted((p, d) for p in ("daily_revenue", "fct_orders") for d in late_days)
+    # Each daily plan repairs the two days; the monthly plan the two months holding them.
+    expected = [(p, d) for p in ("daily_revenue", "fct_orders") for d in late_days]
+    expected += [("monthly_active_customers", d.replace(day=1)) for d in late_days]
+    assert requested == sorted(expected)
     for run in repairs:
         plan = tags_of(run)[PLAN_TAG]
         selection = {tuple(a["path"]) for a in run_details(dev, run["id"])["assetSelection"]}
@@ -583,6 +586,53 @@ def test_late_rows_are_repaired_by_the_sensor_for_their_days_only(e2e: E2E) -> N
     assert rows_added == 4 + 1  # four new orders and one re-sent version
     legacy_after = fetch(e2e.warehouse, orders_on_day, [late_days[0]])[0][0]
     assert legacy_after - legacy_before == rows_added
+
+
+def test_affected_launches_one_backfill_of_exactly_a_customers_days(e2e: E2E) -> None:
+    """``backfill-assets affected --launch``: the days one customer's order rows reach, found
+    by the slice and checked against a plain query, rebuilt by one backfill, nothing else."""
+    dev, path = e2e.dev, e2e.warehouse
+    # A customer with a few orders: a few days, so a few runs (one per contiguous range).
+    (customer,) = fetch(
+        path,
+        "SELECT customer_id FROM raw.orders GROUP BY 1 HAVING count(DISTINCT order_id) >= 2 "
+        "ORDER BY count(*), 1 LIMIT 1",
+    )[0]
+    expected = sorted(
+        d
+        for (d,) in fetch(
+            path,
+            "SELECT DISTINCT CAST(o2.order_ts AS DATE) FROM raw.orders AS o1 "
+            "JOIN raw.orders AS o2 USING (order_id) WHERE o1.customer_id = ? "
+            "AND o2.order_ts < TIMESTAMP '2026-01-01'",
+            [customer],
+        )
+    )
+    before = evidence(path, "fct_orders", SEED_FIRST, SEED_LAST)
+    command = [
+        str(PROJECT_DIR / ".venv" / "bin" / "backfill-assets"),
+        "affected",
+        "fct_orders",
+        "--where",
+        f"customer_id = {customer}",
+        "--launch",
+        "--url",
+        dev.url,
+    ]
+    env = {**os.environ, "BACKFILL_WAREHOUSE": str(path)}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert f"{len(expected)} day(s) of fct_orders hold rows of raw.orders" in done.stdout
+    backfill_id = done.stdout.strip().splitlines()[-1].split()[2]
+    state = dev.wait_backfill(backfill_id, timeout=420)
+    assert state.status in OK_BACKFILL and all(r["status"] == "SUCCESS" for r in state.runs)
+    after = evidence(path, "fct_orders", SEED_FIRST, SEED_LAST)
+    rebuilt = sorted({key[1] for key, runs in after.items() if runs != before[key]})
+    assert rebuilt == expected
+    launched = {r["id"] for r in state.runs}
+    for day in expected:
+        for version in ("legacy", "v2"):
+            assert set(after[(version, day)]) <= launched
 
 
 def _screenshot(url: str, out: Path, profile: Path) -> None:

@@ -10,8 +10,8 @@ import duckdb
 import pytest
 
 from backfill_assets.build import build_window
-from backfill_assets.fingerprint import changed_days
-from backfill_assets.late import days_with_new_rows, find_repairs, source_probes
+from backfill_assets.fingerprint import changed_partitions
+from backfill_assets.late import find_repairs, partitions_with_new_rows, source_probes
 from backfill_assets.plan import Plan, load_plan
 
 D1, D2, D3, D4 = (dt.date(2025, 3, d) for d in (1, 2, 3, 4))
@@ -42,13 +42,13 @@ candidate: v2
 checks:
   null_rates: {{event_date: 0, events: 0}}
   reconciliation: {{by: [day, category], measures: [events], tolerance: 0}}
-  trend: {{measure: events, window_days: 7, max_deviations: 50}}
+  trend: {{measure: events, window_partitions: 7, max_deviations: 50}}
 owner: ops@example.com
 risk: low
 downstream: []
 rollback: Run the rollback job with a reason; the view points back at the previous version.
 strategy: full_rebuild
-chunk_days: 31
+chunk: 31
 """
 SQL = """
 SELECT CAST(e.event_ts AS DATE) AS event_date, c.group_name AS category, count(*) AS events
@@ -100,21 +100,21 @@ def test_a_late_event_changes_its_day_and_the_lookback_after_it(
 ):
     plan = make_plan(tmp_path / "plan", lookback)
     build(events, plan)
-    assert changed_days(events, plan, D1, END) == []
+    assert changed_partitions(events, plan, D1, END) == []
     before = source_probes(events, [plan])
     add_event(events, "2025-03-02 12:00:00")
     after = source_probes(events, [plan])
     assert before["ops.categories"] == after["ops.categories"]
     assert before["ops.events"] != after["ops.events"]
-    found = changed_days(events, plan, D1, END)
+    found = changed_partitions(events, plan, D1, END)
     # Each changed day for both versions; nothing else.
-    assert sorted({c.day for c in found}) == changed
-    assert sorted((c.version, c.day) for c in found) == sorted(
+    assert sorted({c.partition for c in found}) == changed
+    assert sorted((c.version, c.partition) for c in found) == sorted(
         (v, d) for v in ("legacy", "v2") for d in changed
     )
     # The sensor's narrowed look (rows loaded since the last probe) finds the same days.
-    assert days_with_new_rows(events, plan, before, after) == changed
-    assert sorted(r.day for r in find_repairs(events, [plan]).repairs) == changed
+    assert partitions_with_new_rows(events, plan, before, after) == changed
+    assert sorted(r.partition for r in find_repairs(events, [plan]).repairs) == changed
 
 
 def test_a_dimension_change_reaches_every_built_day(events, tmp_path):
@@ -125,8 +125,13 @@ def test_a_dimension_change_reaches_every_built_day(events, tmp_path):
     after = source_probes(events, [plan])
     assert before["ops.categories"] != after["ops.categories"]
     # A dimension has no event time: only a full comparison can tell, and it finds every day.
-    assert days_with_new_rows(events, plan, before, after) is None
-    assert sorted({c.day for c in changed_days(events, plan, D1, END)}) == [D1, D2, D3, D4]
+    assert partitions_with_new_rows(events, plan, before, after) is None
+    assert sorted({c.partition for c in changed_partitions(events, plan, D1, END)}) == [
+        D1,
+        D2,
+        D3,
+        D4,
+    ]
 
 
 def test_fingerprints_count_the_rows_of_each_day_and_the_dimension(events, tmp_path):
@@ -140,7 +145,8 @@ def test_fingerprints_count_the_rows_of_each_day_and_the_dimension(events, tmp_p
     )
     stored = dict(
         events.execute(
-            "SELECT day, source_rows FROM backfill.partition_evidence WHERE version = 'v2'"
+            "SELECT partition_start::DATE AS day, source_rows FROM "
+            "backfill.partition_evidence WHERE version = 'v2'"
         ).fetchall()
     )
     assert stored == expected

@@ -28,8 +28,8 @@ from backfill_assets.component.sensors import LateDataPolicy, late_data_sensor
 from backfill_assets.example.generator import ensure_tables, generate
 from backfill_assets.example.late_rows import append_late_rows
 from backfill_assets.late import (
-    days_with_new_rows,
     find_repairs,
+    partitions_with_new_rows,
     source_probes,
 )
 from backfill_assets.publish import ensure_view
@@ -50,8 +50,16 @@ ARRIVED_AGAIN = dt.datetime(2024, 5, 2, 9, 0)
 REPAIR_TAG = "backfill_assets/repair"
 PLAN_TAG = "backfill_assets/plan"
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-PLAN_NAMES = [plan.name for plan in shipped_plans()]
-MODEL_TABLES = [plan.model_table(v) for plan in shipped_plans() for v in plan.version_names]
+
+
+def daily_plans() -> list:
+    """The example's daily plans, which these tests repair day by day; the monthly plan's
+    repairs are tested on their own at the end of this file."""
+    return [plan for plan in shipped_plans() if plan.cadence.name == "daily"]
+
+
+PLAN_NAMES = [plan.name for plan in daily_plans()]
+MODEL_TABLES = [plan.model_table(v) for plan in daily_plans() for v in plan.version_names]
 
 
 # --------------------------------------------------------------------------------------------
@@ -66,11 +74,11 @@ def _dagster_home_folder(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def base_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Three generated months, every shipped plan and version built over them, file closed."""
+    """Three generated months, both daily plans and versions built over them, file closed."""
     path = tmp_path_factory.mktemp("late_base") / "warehouse.duckdb"
     with duckdb.connect(str(path)) as conn:
         generate(conn, FIRST, LAST, orders_per_day=ORDERS_PER_DAY, seed=SEED)
-        for plan in shipped_plans():
+        for plan in daily_plans():
             for version in plan.version_names:
                 build_window(conn, plan, version, FIRST, END, "initial-build")
     return path
@@ -117,7 +125,7 @@ def tick(
         return defs.resolve_sensor_def(sensor_name)(context), context.cursor
     cursors = json.loads(cursor) if cursor else {}
     requests, skips, after = [], [], {}
-    for plan in shipped_plans():
+    for plan in daily_plans():
         sensor = (
             late_data_sensor(plan, policy)
             if policy
@@ -175,7 +183,7 @@ def run_request(
 def built_fingerprints(conn: duckdb.DuckDBPyConnection) -> dict[tuple[str, str, dt.date], tuple]:
     """(model, version, day) -> (source_fingerprint, source_rows) as stored in the evidence."""
     rows = conn.execute(
-        "SELECT model, version, day, source_fingerprint, source_rows "
+        "SELECT model, version, partition_start::DATE AS day, source_fingerprint, source_rows "
         "FROM backfill.partition_evidence"
     ).fetchall()
     return {(m, v, d): (fp, n) for m, v, d, fp, n in rows}
@@ -184,7 +192,8 @@ def built_fingerprints(conn: duckdb.DuckDBPyConnection) -> dict[tuple[str, str, 
 def evidence_row(conn: duckdb.DuckDBPyConnection, model: str, version: str, day: dt.date) -> dict:
     row = conn.execute(
         "SELECT source_fingerprint, checks_passed, applied, checks, run_id "
-        "FROM backfill.partition_evidence WHERE model = ? AND version = ? AND day = ?",
+        "FROM backfill.partition_evidence WHERE model = ? AND version = ? AND "
+        "partition_start = ?",
         [model, version, day],
     ).fetchone()
     fingerprint, passed, applied, checks, run_id = row
@@ -358,7 +367,7 @@ def test_narrowed_scan_finds_what_the_full_scan_finds_when_appended_rows_reach_o
 ):
     """A re-send that moves an order from day A to day B, and a late refund (day E) of an order
     placed on day C: the days they reach are compared, and nothing else is needed."""
-    plans = shipped_plans()
+    plans = daily_plans()
     with connect(warehouse) as conn:
         before = source_probes(conn, plans)
         moved, a = conn.execute(
@@ -385,17 +394,17 @@ def test_narrowed_scan_finds_what_the_full_scan_finds_when_appended_rows_reach_o
         )
         now = source_probes(conn, plans)
         for plan in plans:
-            days = days_with_new_rows(conn, plan, before, now)
+            days = partitions_with_new_rows(conn, plan, before, now)
             assert days is not None, plan.name
             narrowed = find_repairs(conn, [plan], {plan.name: days})
             full = find_repairs(conn, [plan])
             assert narrowed.repairs == full.repairs, plan.name
-            changed = {r.day for r in full.repairs}
+            changed = {r.partition for r in full.repairs}
             assert {a, b} <= changed
             if plan.name == "daily_revenue":
                 assert {c, e} <= changed  # the refund changes its own day and its order's
             assert set(days) >= changed
-            assert len(days) < plan.window_days  # and not the whole window
+            assert len(days) < plan.window_size  # and not the whole window
 
         # A back-dated row (ingested before the newest the last look saw): only a full
         # comparison can tell what it changed.
@@ -404,7 +413,9 @@ def test_narrowed_scan_finds_what_the_full_scan_finds_when_appended_rows_reach_o
             [refunded, dt.datetime.combine(e, dt.time(11)), dt.datetime(2024, 1, 1)],
         )
         assert (
-            days_with_new_rows(conn, plan_named("daily_revenue"), now, source_probes(conn, plans))
+            partitions_with_new_rows(
+                conn, plan_named("daily_revenue"), now, source_probes(conn, plans)
+            )
             is None
         )
 
@@ -435,14 +446,14 @@ def test_find_repairs_ignores_days_outside_the_window_and_says_how_many(warehous
         scan = find_repairs(conn, [january])
         full = find_repairs(conn, [plan_named("daily_revenue")])
 
-    assert [(r.plan, r.day) for r in scan.repairs] == [("daily_revenue", D1)]
+    assert [(r.plan, r.partition) for r in scan.repairs] == [("daily_revenue", D1)]
     built_outside = (LAST - dt.date(2024, 2, 1)).days + 1  # every built day of Feb and March
     assert scan.outside_window == {"daily_revenue": built_outside}
     text = scan.describe(scan.repairs)
     assert f"{built_outside} built day(s) outside the plan windows ignored" in text
     assert "2024-02-05" not in text
     # Positive control: over the shipped two-year window the February day is a repair.
-    assert [(r.plan, r.day) for r in full.repairs] == [
+    assert [(r.plan, r.partition) for r in full.repairs] == [
         ("daily_revenue", D1),
         ("daily_revenue", february_day),
     ]
@@ -461,7 +472,7 @@ def test_days_never_built_are_not_repaired_however_their_sources_change(
         build_window(conn, revenue, "v2", FIRST, dt.date(2024, 2, 1), "january")
         append_late_rows(conn, [january_day, march_day], rows_per_day=2, arrived_at=ARRIVED)
         scan = find_repairs(conn, [revenue])
-        assert [(r.day, r.versions) for r in scan.repairs] == [(january_day, ("v2",))]
+        assert [(r.partition, r.versions) for r in scan.repairs] == [(january_day, ("v2",))]
         # Nothing built at all: nothing to compare.
         assert find_repairs(conn, [plan_named("fct_orders")]).repairs == []
 
@@ -473,12 +484,12 @@ def test_a_repair_names_only_the_versions_built_for_that_day(warehouse):
         # v2 of March not backfilled yet: no rows, no evidence.
         conn.execute(
             "DELETE FROM backfill.partition_evidence "
-            "WHERE model = 'daily_revenue' AND version = 'v2' AND day >= '2024-03-01'"
+            "WHERE model = 'daily_revenue' AND version = 'v2' AND partition_start >= '2024-03-01'"
         )
         conn.execute(f"DELETE FROM {plan.model_table('v2')} WHERE order_date >= '2024-03-01'")
         append_late_rows(conn, [D1, D3], rows_per_day=2, arrived_at=ARRIVED)
         scan = find_repairs(conn, [plan])
-    assert [(r.day, r.versions) for r in scan.repairs] == [
+    assert [(r.partition, r.versions) for r in scan.repairs] == [
         (D1, ("legacy", "v2")),
         (D3, ("legacy",)),
     ]
@@ -577,7 +588,7 @@ def test_running_the_requested_repairs_matches_a_full_rebuild(warehouse, instanc
             fresh.execute(
                 f"INSERT INTO raw.{table} SELECT * FROM read_parquet('{tmp_path / table}.parquet')"
             )
-        for plan in shipped_plans():
+        for plan in daily_plans():
             for version in plan.version_names:
                 build_window(fresh, plan, version, FIRST, END, "rebuild")
         rebuilt = warehouse_checksums(fresh)
@@ -863,8 +874,8 @@ def test_append_late_rows_changes_only_the_days_it_names(warehouse):
         assert risky, "the generated data has no such day; the test needs one"
         day = risky[0]
         append_late_rows(conn, [day], rows_per_day=3, arrived_at=ARRIVED)
-        scan = find_repairs(conn, list(shipped_plans()))
-    assert {r.day for r in scan.repairs} == {day}
+        scan = find_repairs(conn, list(daily_plans()))
+    assert {r.partition for r in scan.repairs} == {day}
 
 
 def test_an_edit_in_place_is_found_by_the_periodic_full_scan_not_by_the_probes(warehouse, instance):
@@ -895,3 +906,61 @@ def test_an_edit_in_place_is_found_by_the_periodic_full_scan_not_by_the_probes(w
         ).fetchall()
     # Exactly the days of the edited order are repaired, for both plans.
     assert {plan_day(r) for r in found} == {(p, d) for p in PLAN_NAMES for (d,) in order_days}
+
+
+def test_a_late_order_in_a_past_month_repairs_exactly_that_month(warehouse, instance):
+    """The monthly plan: one late order on 5 February is one repair, of February, for both
+    versions; running it leaves the months equal to a rebuild from scratch."""
+    monthly = plan_named("monthly_active_customers")
+    months = [dt.date(2024, m, 1) for m in (1, 2, 3)]
+    with connect(warehouse) as conn:
+        for version in monthly.version_names:
+            build_window(conn, monthly, version, months[0], END, "initial-build")
+        assert ensure_view(conn, monthly) == "legacy"
+        before = {
+            (v, m): run
+            for v, m, run in conn.execute(
+                "SELECT version, partition_start::DATE, run_id FROM backfill.partition_evidence "
+                "WHERE model = 'monthly_active_customers'"
+            ).fetchall()
+        }
+        append_late_rows(conn, [D2], rows_per_day=2, arrived_at=ARRIVED)
+    assert D2.month == 2 and len(before) == 6
+    defs = load_defs(warehouse)
+    context = dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources)
+    requests = defs.resolve_sensor_def("late_data_monthly_active_customers_sensor")(context)
+    assert isinstance(requests, list), requests
+    assert [(r.partition_key, r.tags[PLAN_TAG]) for r in requests] == [
+        ("2024-02-01", "monthly_active_customers")
+    ]
+    (request,) = requests
+    assert set(request.asset_selection) == {
+        dg.AssetKey([v, "monthly_active_customers"]) for v in monthly.version_names
+    }
+    assert "1 month(s) changed" in json.loads(context.cursor)["seen"]
+    result = run_request(defs, instance, request)
+    assert result.success
+    with connect(warehouse) as conn:
+        after = {
+            (v, m): run
+            for v, m, run in conn.execute(
+                "SELECT version, partition_start::DATE, run_id FROM backfill.partition_evidence "
+                "WHERE model = 'monthly_active_customers'"
+            ).fetchall()
+        }
+        # February was rebuilt by the repair run; January and March kept their builds.
+        assert {k for k in after if after[k] != before[k]} == {
+            (v, dt.date(2024, 2, 1)) for v in monthly.version_names
+        }
+        assert find_repairs(conn, [monthly]).repairs == []
+        # The legacy count of February equals a plain query over the sources now.
+        counted = conn.execute(
+            "SELECT sum(active_customers) FROM models.monthly_active_customers__legacy "
+            "WHERE activity_month = DATE '2024-02-01'"
+        ).fetchone()[0]
+        expected = conn.execute(
+            "SELECT sum(n) FROM (SELECT region, count(DISTINCT customer_id) AS n "
+            "FROM raw.orders WHERE order_ts >= '2024-02-01' AND order_ts < '2024-03-01' "
+            "GROUP BY region)"
+        ).fetchone()[0]
+        assert counted == expected

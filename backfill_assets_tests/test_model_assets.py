@@ -75,8 +75,10 @@ def check_evaluations(result) -> list:
 def evidence(warehouse_file: Path, first: str, last: str) -> dict[str, tuple[bool, dict]]:
     with duckdb.connect(str(warehouse_file)) as conn:
         rows = conn.execute(
-            "SELECT CAST(day AS VARCHAR), checks_passed, checks FROM backfill.partition_evidence "
-            "WHERE model = 'fct_orders' AND version = 'v2' AND day BETWEEN ? AND ? ORDER BY day",
+            "SELECT CAST(partition_start::DATE AS VARCHAR), checks_passed, checks "
+            "FROM backfill.partition_evidence "
+            "WHERE model = 'fct_orders' AND version = 'v2' AND partition_start BETWEEN ? AND ? "
+            "ORDER BY partition_start",
             [first, last],
         ).fetchall()
     return {day: (passed, json.loads(checks)) for day, passed, checks in rows}
@@ -169,7 +171,7 @@ def test_window_checks_job_reports_each_window_check_once_on_the_published_asset
         window_check_names(plan), True
     )
     complete = next(e for e in evaluations if e.check_name == "window_is_complete")
-    assert complete.metadata["days_in_window"].value == plan.window_days == 731
+    assert complete.metadata["partitions_in_window"].value == plan.window_size == 731
     assert "731 days" in complete.metadata["summary"].value
 
     # Positive control: a customer whose history disappears after the build is reported.

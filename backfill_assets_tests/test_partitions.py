@@ -9,11 +9,11 @@ from backfill_assets.build import build_window
 from backfill_assets.component.models import (
     RANGE_END_TAG,
     RANGE_START_TAG,
-    daily_partitions,
+    partitions_def,
     range_tags,
 )
 from backfill_assets.example.generator import ensure_tables
-from backfill_assets.partitions import chunks
+from backfill_assets.partitions import Cadence, chunks
 from backfill_assets.warehouse import ensure_schema
 
 UTC = dt.UTC
@@ -44,8 +44,17 @@ def _days(first: dt.date, last: dt.date) -> list[dt.date]:
     return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
 
 
+DAILY = Cadence("daily")
+
+
+def day_chunks(first: dt.date, last: dt.date, size: int) -> list[tuple[dt.date, dt.date]]:
+    """``partitions.chunks`` of the days ``first``..``last``, as inclusive (first, last) days."""
+    days = DAILY.starts(first, last + dt.timedelta(days=1))
+    return [(a, b - dt.timedelta(days=1)) for a, b in chunks(DAILY, days, size)]
+
+
 @pytest.mark.parametrize(
-    ("chunk_days", "expected_chunks"),
+    ("chunk", "expected_chunks"),
     [
         (1, 731),  # one per day
         (7, 105),  # 104 full weeks = 728 days, + 3 days
@@ -53,22 +62,22 @@ def _days(first: dt.date, last: dt.date) -> list[dt.date]:
         (366, 2),  # all of 2024, then all of 2025
     ],
 )
-def test_chunks_cover_every_day_exactly_once(chunk_days, expected_chunks):
-    ranges = list(chunks(FIRST, LAST, chunk_days))
+def test_chunks_cover_every_day_exactly_once(chunk, expected_chunks):
+    ranges = day_chunks(FIRST, LAST, chunk)
     assert len(ranges) == expected_chunks
     covered = [d for first, last in ranges for d in _days(first, last)]
     assert covered == _days(FIRST, LAST)  # in order, no gap, no overlap
     assert len(covered) == DAYS_2024_2025
     assert all(first <= last for first, last in ranges)
-    assert all((last - first).days + 1 <= chunk_days for first, last in ranges)
+    assert all((last - first).days + 1 <= chunk for first, last in ranges)
     # every chunk but the last is full
-    assert all((last - first).days + 1 == chunk_days for first, last in ranges[:-1])
+    assert all((last - first).days + 1 == chunk for first, last in ranges[:-1])
     for (_, previous_last), (next_first, _) in zip(ranges, ranges[1:], strict=False):
         assert next_first == previous_last + dt.timedelta(days=1)
 
 
 def test_chunks_of_366_days_split_at_the_year_end():
-    assert list(chunks(FIRST, LAST, 366)) == [
+    assert day_chunks(FIRST, LAST, 366) == [
         (dt.date(2024, 1, 1), dt.date(2024, 12, 31)),
         (dt.date(2025, 1, 1), dt.date(2025, 12, 31)),
     ]
@@ -76,38 +85,38 @@ def test_chunks_of_366_days_split_at_the_year_end():
 
 def test_chunks_at_month_ends_and_the_leap_day():
     # 2024-01-01 + 30 days = 2024-01-31; 2024-02-01 + 30 days = 2024-03-02 (February has 29 days)
-    assert list(chunks(dt.date(2024, 1, 1), dt.date(2024, 3, 5), 31)) == [
+    assert day_chunks(dt.date(2024, 1, 1), dt.date(2024, 3, 5), 31) == [
         (dt.date(2024, 1, 1), dt.date(2024, 1, 31)),
         (dt.date(2024, 2, 1), dt.date(2024, 3, 2)),
         (dt.date(2024, 3, 3), dt.date(2024, 3, 5)),
     ]
-    assert list(chunks(dt.date(2024, 2, 28), dt.date(2024, 3, 2), 2)) == [
+    assert day_chunks(dt.date(2024, 2, 28), dt.date(2024, 3, 2), 2) == [
         (dt.date(2024, 2, 28), dt.date(2024, 2, 29)),
         (dt.date(2024, 3, 1), dt.date(2024, 3, 2)),
     ]
     # 2025 has no 29 February
-    assert list(chunks(dt.date(2025, 2, 27), dt.date(2025, 3, 2), 2)) == [
+    assert day_chunks(dt.date(2025, 2, 27), dt.date(2025, 3, 2), 2) == [
         (dt.date(2025, 2, 27), dt.date(2025, 2, 28)),
         (dt.date(2025, 3, 1), dt.date(2025, 3, 2)),
     ]
     # a single day is one chunk; a chunk larger than the range is the range
-    assert list(chunks(dt.date(2024, 2, 29), dt.date(2024, 2, 29), 31)) == [
+    assert day_chunks(dt.date(2024, 2, 29), dt.date(2024, 2, 29), 31) == [
         (dt.date(2024, 2, 29), dt.date(2024, 2, 29))
     ]
 
 
-@pytest.mark.parametrize("chunk_days", [0, -1])
-def test_chunks_refuse_a_size_below_one(chunk_days):
+@pytest.mark.parametrize("chunk", [0, -1])
+def test_chunks_refuse_a_size_below_one(chunk):
     day = dt.date(2024, 2, 29)
     with pytest.raises(ValueError):
         # islice: stop after 3 items so a non-terminating generator cannot hang the test
-        list(islice(chunks(day, day, chunk_days), 3))
+        list(islice(chunks(DAILY, [day], chunk), 3))
 
 
 @pytest.mark.parametrize("edge", EDGE_DAYS, ids=str)
 def test_daily_chunks_around_dst_and_month_ends_are_single_days(edge):
     before, after = edge - dt.timedelta(days=1), edge + dt.timedelta(days=1)
-    assert list(chunks(before, after, 1)) == [(before, before), (edge, edge), (after, after)]
+    assert day_chunks(before, after, 1) == [(before, before), (edge, edge), (after, after)]
 
 
 def test_range_tags_and_reversed_ranges():
@@ -127,7 +136,7 @@ def test_range_tags_and_reversed_ranges():
 @pytest.mark.parametrize("plan_name", ["daily_revenue", "fct_orders"])
 def test_daily_partitions_are_24_hour_utc_days(request, plan_name):
     plan = request.getfixturevalue(plan_name)
-    partitions = daily_partitions(plan)
+    partitions = partitions_def(plan)
     keys = partitions.get_partition_keys()
     assert keys[0] == "2024-01-01"
     wanted = [d.isoformat() for d in _days(FIRST, LAST)]
@@ -142,7 +151,7 @@ def test_daily_partitions_are_24_hour_utc_days(request, plan_name):
 
 @pytest.mark.parametrize("edge", EDGE_DAYS, ids=str)
 def test_timestamps_map_to_their_utc_day(daily_revenue, edge):
-    partitions = daily_partitions(daily_revenue)
+    partitions = partitions_def(daily_revenue)
     midnight = dt.datetime(edge.year, edge.month, edge.day, tzinfo=UTC)
     last_micro = midnight + dt.timedelta(days=1) - dt.timedelta(microseconds=1)
     next_midnight = midnight + dt.timedelta(days=1)
@@ -189,7 +198,7 @@ def test_orders_land_in_the_partition_of_their_utc_day(conn, fct_orders):
     assert got == {order_id: dt.date.fromisoformat(d) for order_id, _, d in EDGE_ORDERS}
 
     # the evidence agrees: every day of the window has a row, with the orders placed on it
-    per_day = {d.day: d.row_count for d in result.days}
+    per_day = {d.partition: d.row_count for d in result.partitions}
     assert len(per_day) == (end - start).days
     expected_counts: dict[dt.date, int] = {}
     for _, _, d in EDGE_ORDERS:
@@ -198,7 +207,7 @@ def test_orders_land_in_the_partition_of_their_utc_day(conn, fct_orders):
     assert {d: n for d, n in per_day.items() if n} == expected_counts
 
     # and Dagster's partition of each timestamp is the same day
-    partitions = daily_partitions(fct_orders)
+    partitions = partitions_def(fct_orders)
     for _, ts, d in EDGE_ORDERS:
         moment = dt.datetime.fromisoformat(ts).replace(tzinfo=UTC)
         assert partitions.get_partition_key_for_timestamp(moment.timestamp()) == d, ts

@@ -26,13 +26,13 @@ import pytest
 import yaml
 
 from backfill_assets.build import build_window
-from backfill_assets.canary import run_canary, sample_days
+from backfill_assets.canary import run_canary, sample_partitions
 from backfill_assets.catalog import SHIPPED_DEFS as PLANS_DIR
 from backfill_assets.cli import main
 from backfill_assets.example.generator import generate
 from backfill_assets.plan import Plan, PlanError, load_plan
 from backfill_assets.preflight import (
-    EVENTS_PER_DAY_S,
+    EVENTS_PER_PARTITION_S,
     RUN_OVERHEAD_S,
     Preflight,
     VersionWork,
@@ -135,7 +135,8 @@ def evidence_days(path: Path, model: str, version: str) -> list[dt.date]:
         return [
             d
             for (d,) in conn.execute(
-                "SELECT day FROM backfill.partition_evidence WHERE model = ? AND version = ? "
+                "SELECT partition_start::DATE AS day FROM backfill.partition_evidence "
+                "WHERE model = ? AND version = ? "
                 "ORDER BY day",
                 [model, version],
             ).fetchall()
@@ -271,6 +272,7 @@ def test_plan_command_refuses_an_unknown_plan(warehouse_file, capsys):
 def test_plan_command_on_a_warehouse_without_sources_is_not_ready(
     warehouse_file, fct_orders, capsys
 ):
+    duckdb.connect(str(warehouse_file)).close()  # a warehouse without any source table
     code = main(["plan", "fct_orders"])
     out = capsys.readouterr().out
     assert code == 1
@@ -368,7 +370,7 @@ def test_days_to_build_skip_current_days_and_count_stale_and_missing_ones(fct_bu
         report = preflight(conn, plan)
         for version in plan.version_names:
             work = work_of(report, version)
-            assert (work.days_to_build, work.runs, work.eta_seconds) == (0, 0, 0.0)
+            assert (work.to_build, work.runs, work.eta_seconds) == (0, 0, 0.0)
             assert f"{version}: 0 day(s) to build" in work_line(report, version)
 
         # One late order on a day: that day is stale for every version, nothing else.
@@ -382,21 +384,21 @@ def test_days_to_build_skip_current_days_and_count_stale_and_missing_ones(fct_bu
         report = preflight(conn, plan)
         for version in plan.version_names:
             work = work_of(report, version)
-            assert (work.days_to_build, work.runs) == (1, 1), work
+            assert (work.to_build, work.runs) == (1, 1), work
             assert f"{version}: 1 day(s) to build" in work_line(report, version)
 
         # Repairing the day makes it current again.
         for version in plan.version_names:
             build_window(conn, plan, version, late_day, late_day + dt.timedelta(days=1), "fix")
         report = preflight(conn, plan)
-        assert [w.days_to_build for w in report.work] == [0, 0]
+        assert [w.to_build for w in report.work] == [0, 0]
 
         # 40 days of v2 lose their evidence: 40 days to build in ceil(40 / 31) runs.
         lost = days_between(dt.date(2025, 3, 1), dt.date(2025, 4, 9))
         assert len(lost) == 40
         conn.execute(
             "DELETE FROM backfill.partition_evidence "
-            "WHERE model = ? AND version = 'v2' AND day BETWEEN ? AND ?",
+            "WHERE model = ? AND version = 'v2' AND partition_start BETWEEN ? AND ?",
             [plan.name, lost[0], lost[-1]],
         )
         # The documented model: each recorded build (its evidence rows share run_id and
@@ -415,16 +417,16 @@ def test_days_to_build_skip_current_days_and_count_stale_and_missing_ones(fct_bu
     else:
         fixed, per_day = 0.0, sum(t for _, t in builds) / sum(days_per_build)
 
-    runs = math.ceil(40 / plan.spec.chunk_days)
+    runs = math.ceil(40 / plan.spec.chunk)
     assert runs == 2
     v2 = work_of(report, "v2")
-    assert (v2.days_to_build, v2.runs) == (40, runs)
-    assert work_of(report, "legacy").days_to_build == 0
+    assert (v2.to_build, v2.runs) == (40, runs)
+    assert work_of(report, "legacy").to_build == 0
     assert "v2: 40 day(s) to build" in work_line(report, "v2")
     assert f"{runs} run(s) of up to 31 days" in report.text()
     # The version's ETA: days x (seconds per day + Dagster's events per day); the per-run
     # overhead is added once to the total.
-    expected = runs * fixed + 40 * (per_day + EVENTS_PER_DAY_S)
+    expected = runs * fixed + 40 * (per_day + EVENTS_PER_PARTITION_S)
     assert v2.eta_seconds == pytest.approx(expected, rel=1e-6)
     assert report.ready
 
@@ -440,14 +442,15 @@ def test_runs_are_counted_for_one_backfill_over_the_range_left_to_build(fct_buil
         for first, last in spans:
             conn.execute(
                 "DELETE FROM backfill.partition_evidence "
-                "WHERE model = 'fct_orders' AND version = 'legacy' AND day BETWEEN ? AND ?",
+                "WHERE model = 'fct_orders' AND version = 'legacy' "
+                "AND partition_start BETWEEN ? AND ?",
                 [first, last],
             )
         report = preflight(conn, fct_orders)
     legacy = work_of(report, "legacy")
     span = (dt.date(2024, 6, 1) - dt.date(2024, 3, 1)).days + 1
-    assert (legacy.days_to_build, legacy.runs) == (32, math.ceil(span / 31)) == (32, 3)
-    assert work_of(report, "v2").days_to_build == 0
+    assert (legacy.to_build, legacy.runs) == (32, math.ceil(span / 31)) == (32, 3)
+    assert work_of(report, "v2").to_build == 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -467,7 +470,7 @@ def expected_sample(first: dt.date, last: dt.date) -> set[dt.date]:
 
 
 def test_sample_days_cover_the_calendar_edges_of_the_shipped_window(fct_orders):
-    sample = sample_days(fct_orders)
+    sample = sample_partitions(fct_orders)
     assert len(sample) == len(set(sample)), "a sample day repeats"
     assert sample == sorted(sample)
     assert set(sample) == expected_sample(FIRST, LAST)
@@ -484,7 +487,7 @@ def test_sample_days_cover_the_calendar_edges_of_the_shipped_window(fct_orders):
 
 def test_sample_days_stay_inside_a_window_that_starts_and_ends_mid_month(fct_orders):
     plan = fct_orders.with_window(dt.date(2024, 1, 20), dt.date(2025, 3, 10))
-    sample = sample_days(plan)
+    sample = sample_partitions(plan)
     assert len(sample) == len(set(sample))
     assert set(sample) == expected_sample(dt.date(2024, 1, 20), dt.date(2025, 3, 10))
     assert sample[0] == dt.date(2024, 1, 20) and sample[-1] == dt.date(2025, 3, 10)
@@ -492,7 +495,7 @@ def test_sample_days_stay_inside_a_window_that_starts_and_ends_mid_month(fct_ord
     assert dt.date(2025, 2, 28) in sample and dt.date(2024, 2, 29) in sample
     # A non-leap February has no 29th to add.
     plan = fct_orders.with_window(dt.date(2025, 2, 1), dt.date(2025, 3, 31))
-    assert sample_days(plan) == sorted(
+    assert sample_partitions(plan) == sorted(
         {dt.date(2025, 2, 1), dt.date(2025, 2, 15), dt.date(2025, 2, 28)}
         | {dt.date(2025, 3, 15), dt.date(2025, 3, 31)}
     )
@@ -508,7 +511,7 @@ def test_sample_job_builds_and_reports_exactly_the_sample_days(
     )
     assert result.success
     # The sample days, plus the window's first full chunk (built once, to time a chunk).
-    first_chunk = {FIRST + dt.timedelta(days=i) for i in range(fct_orders.spec.chunk_days)}
+    first_chunk = {FIRST + dt.timedelta(days=i) for i in range(fct_orders.spec.chunk)}
     sample = sorted(set(expected_sample(FIRST, LAST)) | first_chunk)
     materialized = [(e.asset_key, e.partition) for e in result.get_asset_materialization_events()]
     assert len(materialized) == len(set(materialized)) == 2 * len(sample)
@@ -527,13 +530,13 @@ def test_sample_job_builds_and_reports_exactly_the_sample_days(
         report = preflight(conn, fct_orders)
     for version in fct_orders.version_names:
         work = work_of(report, version)
-        assert work.days_to_build == WINDOW_DAYS - len(sample)
+        assert work.to_build == WINDOW_DAYS - len(sample)
         assert work.eta_seconds is not None and work.eta_seconds > 0
 
 
 def test_sample_job_fails_on_a_defective_sample_day(warehouse_file, instance, fct_orders):
     bad = dt.date(2024, 3, 31)
-    assert bad in sample_days(fct_orders)
+    assert bad in sample_partitions(fct_orders)
     seed(warehouse_file, 60)
     with connect(warehouse_file) as conn:
         conn.execute("UPDATE raw.orders SET region = NULL WHERE CAST(order_ts AS DATE) = ?", [bad])
@@ -548,13 +551,13 @@ def test_sample_job_fails_on_a_defective_sample_day(warehouse_file, instance, fc
     assert "do not launch the full backfill" in description
     assert "null_rates_within_limits" in description
     # Only the defective day failed: no other sample day is named.
-    others = [d for d in sample_days(fct_orders) if d != bad]
+    others = [d for d in sample_partitions(fct_orders) if d != bad]
     assert not [d for d in others if str(d) in description]
     # Every sample day was still built and recorded: the failure is the verdict, not a crash.
-    first_chunk = {FIRST + dt.timedelta(days=i) for i in range(fct_orders.spec.chunk_days)}
+    first_chunk = {FIRST + dt.timedelta(days=i) for i in range(fct_orders.spec.chunk)}
     for version in fct_orders.version_names:
         built = evidence_days(warehouse_file, "fct_orders", version)
-        assert built == sorted(set(sample_days(fct_orders)) | first_chunk)
+        assert built == sorted(set(sample_partitions(fct_orders)) | first_chunk)
 
 
 # --------------------------------------------------------------------------------------------
@@ -588,7 +591,7 @@ def test_eta_after_canary_against_the_real_full_build(
         conn.execute("DELETE FROM backfill.partition_evidence")
 
     for work in report.work:
-        assert work.seconds_per_day is not None and work.seconds_per_day > 0
+        assert work.seconds_per_partition is not None and work.seconds_per_partition > 0
         assert work.eta_seconds is not None and work.eta_seconds > 0
     # The total adds Dagster's per-run overhead once per run (all versions share a run).
     runs = report.work[0].runs
@@ -601,7 +604,7 @@ def test_eta_after_canary_against_the_real_full_build(
     chunks = []
     day = first
     while day <= last:
-        end = min(day + dt.timedelta(days=fct_orders.spec.chunk_days - 1), last)
+        end = min(day + dt.timedelta(days=fct_orders.spec.chunk - 1), last)
         chunks.append((day, end))
         day = end + dt.timedelta(days=1)
     started = time.perf_counter()
@@ -627,12 +630,12 @@ def test_eta_after_canary_against_the_real_full_build(
     ratio = eta / real
     print(
         f"\nETA after canary: {eta:.1f}s for "
-        + ", ".join(f"{w.version} {w.days_to_build} days in {w.runs} runs" for w in report.work)
+        + ", ".join(f"{w.version} {w.to_build} days in {w.runs} runs" for w in report.work)
         + f"; real full build: {real:.1f}s ({len(chunks)} runs of both versions, "
         f"{len(window)} days); ETA / real = {ratio:.2f} "
         + ("(within a factor of two)" if 0.5 <= ratio <= 2 else "(OUTSIDE a factor of two)")
         + f"; of the ETA, run overhead {sum(w.runs for w in report.work) * RUN_OVERHEAD_S:.0f}s,"
-        f" per-day events {sum(w.days_to_build for w in report.work) * EVENTS_PER_DAY_S:.0f}s"
+        f" per-day events {sum(w.to_build for w in report.work) * EVENTS_PER_PARTITION_S:.0f}s"
     )
     record_property("eta_seconds", round(eta, 2))
     record_property("real_build_seconds", round(real, 2))
@@ -698,7 +701,7 @@ def test_window_checks_of_the_published_version_warn_when_it_falls_behind(
     summary = is_fresh.metadata["summary"].value
     assert str(LAST) in summary and str(new_day) in summary, summary
     assert is_fresh.metadata["version"].value == "v2"
-    assert is_fresh.metadata["days_behind"].value == (new_day - LAST).days
+    assert is_fresh.metadata["partitions_behind"].value == (new_day - LAST).days
     # Only freshness noticed: the window itself is unchanged.
     assert [name for name, e in behind.items() if not e.passed] == ["is_fresh"]
 

@@ -123,6 +123,7 @@ def test_promote_and_rollback_jobs_exist_with_their_config(defs):
         assert config_fields(rollback_job, f"rollback_{plan.name}") == {
             "by": True,
             "reason": True,
+            "force": False,
         }
 
 
@@ -179,7 +180,7 @@ def test_promote_then_rollback_fct_orders_through_the_jobs(warehouse, defs, inst
     evaluations = promoted.get_asset_check_evaluations()
     assert {e.check_name for e in evaluations} >= {
         "window_is_complete",
-        "every_day_passed_checks",
+        "every_partition_passed_checks",
         "built_with_current_code",
         "built_from_current_sources",
         "reconciles_with_baseline",

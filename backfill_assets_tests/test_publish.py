@@ -227,7 +227,7 @@ def test_a_day_whose_rows_and_evidence_were_deleted_refuses(built, plan):
     built.execute(f"DELETE FROM {V2_TABLE} WHERE order_date = DATE '2024-02-20'")
     built.execute(
         "DELETE FROM backfill.partition_evidence WHERE model = 'daily_revenue' "
-        "AND version = 'v2' AND day = DATE '2024-02-20'"
+        "AND version = 'v2' AND partition_start = DATE '2024-02-20'"
     )
     message = assert_refused(built, plan, "v2", APPROVER, "window_is_complete", "2024-02-20")
     assert "2024-02-19" not in message and "2024-02-21" not in message
@@ -242,7 +242,7 @@ def test_a_day_failing_its_known_records_refuses(generated, plan):
     build(generated, plan)
     ensure_view(generated, plan)
     message = assert_refused(
-        generated, plan, "v2", APPROVER, "every_day_passed_checks", "known_records_match"
+        generated, plan, "v2", APPROVER, "every_partition_passed_checks", "known_records_match"
     )
     assert "2024-02-29" in message
 
@@ -261,7 +261,7 @@ def test_a_day_failing_its_null_rate_refuses(generated, fct_orders):
     build(generated, plan)
     ensure_view(generated, plan)
     message = assert_refused(
-        generated, plan, "v2", "", "every_day_passed_checks", "null_rates_within_limits"
+        generated, plan, "v2", "", "every_partition_passed_checks", "null_rates_within_limits"
     )
     assert "2024-02-10" in message
     assert "2024-02-09" not in message and "2024-02-11" not in message
@@ -309,12 +309,12 @@ def test_code_version_bumped_after_the_build_refuses(generated, tmp_path):
     build(generated, load_windowed(path))
     ensure_view(generated, load_windowed(path))
     text = path.read_text()
-    assert text.count("code_version: v2-1") == 1
-    path.write_text(text.replace("code_version: v2-1", "code_version: v2-2"))
+    assert text.count("code_version: v2-2") == 1
+    path.write_text(text.replace("code_version: v2-2", "code_version: v2-3"))
     plan = load_windowed(path)
 
     message = assert_refused(generated, plan, "v2", APPROVER, "built_with_current_code")
-    assert "v2-1" in message and "v2-2" in message
+    assert "v2-2" in message and "v2-3" in message
     assert str(WINDOW_DAYS) in message
 
     build(generated, plan, ("v2",))

@@ -191,7 +191,7 @@ def test_groups_are_month_by_region_with_a_null_region_group(revenue):
 
 def test_reconcile_over_a_sub_window_covers_only_its_days(revenue):
     conn, plan, _ = revenue
-    recon = reconcile(conn, plan, start=dt.date(2024, 2, 1), end=dt.date(2024, 2, 29))
+    recon = reconcile(conn, plan, start=dt.date(2024, 2, 1), end=dt.date(2024, 3, 1))
 
     assert {month_of(m) for m in recon.table["month"]} == {dt.date(2024, 2, 1)}
     assert (recon.start, recon.end) == (dt.date(2024, 2, 1), dt.date(2024, 2, 29))

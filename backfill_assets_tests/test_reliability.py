@@ -178,7 +178,11 @@ def run(job, child):
                 publish.promote(traced, windowed, version, "", "reliability", job["run_id"])
                 child.say("PROMOTED", f"{name}/{version}")
             elif kind == "rollback":
-                publish.rollback(traced, plan, "oncall@example.com", "reliability", job["run_id"])
+                first, last = args
+                windowed = plan.with_window(day(first), day(last))
+                publish.rollback(
+                    traced, windowed, "oncall@example.com", "reliability", job["run_id"]
+                )
                 child.say("ROLLED_BACK", name)
     finally:
         conn.close()
@@ -399,7 +403,8 @@ def table_checksum(conn, table: str) -> tuple:
 
 
 EVIDENCE_CONTENT = (
-    "model, version, day, row_count, source_rows, source_max_loaded_at, source_fingerprint, "
+    "model, version, partition_start, row_count, source_rows, source_max_loaded_at, "
+    "source_fingerprint, "
     "code_version, checks_passed, checks, applied"
 )  # every column but run_id and written_at
 
@@ -407,9 +412,10 @@ EVIDENCE_CONTENT = (
 def day_evidence(conn, version: str, start: dt.date, stop: dt.date) -> list[tuple]:
     """(day, row_count, source_fingerprint, run_id, md5 of the content) per evidence row."""
     return conn.execute(
-        "SELECT day, row_count, source_fingerprint, run_id, "
+        "SELECT partition_start::DATE AS day, row_count, source_fingerprint, run_id, "
         f"md5(CAST(ROW({EVIDENCE_CONTENT}) AS VARCHAR)) FROM backfill.partition_evidence "
-        "WHERE model = 'fct_orders' AND version = $version AND day >= $start AND day < $stop "
+        "WHERE model = 'fct_orders' AND version = $version AND partition_start "
+        ">= $start AND partition_start < $stop "
         "ORDER BY day",
         {"version": version, "start": start, "stop": stop},
     ).fetchall()
@@ -488,7 +494,7 @@ def window_state(path: Path) -> WindowState:
             conn.execute(
                 "SELECT count(*), md5(coalesce(string_agg(CAST(t AS VARCHAR), '|' "
                 "ORDER BY CAST(t AS VARCHAR)), '')) FROM backfill.partition_evidence AS t "
-                "WHERE version <> 'v2' OR day >= $stop",
+                "WHERE version <> 'v2' OR partition_start >= $stop",
                 {"stop": JAN_STOP},
             ).fetchone(),
         )
@@ -755,7 +761,7 @@ def test_a_write_ahead_log_cut_short_mid_write_replays_none_of_the_window(
 # 2. SIGKILL during promotion and rollback
 
 PROMOTE_STEPS = [["promote", "fct_orders", "v2", FIRST, LAST]]
-ROLLBACK_STEPS = [["rollback", "fct_orders"]]
+ROLLBACK_STEPS = [["rollback", "fct_orders", FIRST, LAST]]
 PROMOTION_POINTS = {
     # name: (steps, promoted in this process first, pause after, expected version, log rows)
     "promote_after_view_swap": (PROMOTE_STEPS, False, "CREATE OR REPLACE VIEW", "legacy", 0),
@@ -933,7 +939,7 @@ def test_run_waits_for_a_holder_that_lets_go_and_succeeds(built_base, tmp_path, 
 
 def day_evidence_run_ids(conn) -> list[tuple]:
     return conn.execute(
-        "SELECT day, run_id FROM backfill.partition_evidence "
+        "SELECT partition_start::DATE AS day, run_id FROM backfill.partition_evidence "
         "WHERE model = 'fct_orders' AND version = 'v2'"
     ).fetchall()
 
@@ -1099,7 +1105,8 @@ def test_two_backfills_of_the_same_window_at_once_are_serialized_and_equal_one(
             reference, all_columns=False
         )
         writers = conn.execute(
-            "SELECT DISTINCT run_id FROM backfill.partition_evidence WHERE day < ?", [JAN_STOP]
+            "SELECT DISTINCT run_id FROM backfill.partition_evidence WHERE partition_start < ?",
+            [JAN_STOP],
         ).fetchall()
     # The second writer replaced the whole window: its run id is on every day of both versions.
     assert writers == [("twin-a" if second is twins[0] else "twin-b",)]
@@ -1180,7 +1187,7 @@ def model_checksums(conn) -> tuple:
 
 def repairs(conn) -> list[tuple[str, dt.date]]:
     scan = find_repairs(conn, [plan_named("daily_revenue"), plan_named("fct_orders")])
-    return [(r.plan, r.day) for r in scan.repairs]
+    return [(r.plan, r.partition) for r in scan.repairs]
 
 
 def add_order(conn, order_id: int, order_ts: str | None) -> None:

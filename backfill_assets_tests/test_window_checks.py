@@ -41,7 +41,7 @@ from backfill_assets.window_checks import (
     BUILT_FROM_CURRENT_SOURCES,
     BUILT_WITH_CURRENT_CODE,
     ENRICHMENT_COVERAGE_MET,
-    EVERY_DAY_PASSED_CHECKS,
+    EVERY_PARTITION_PASSED_CHECKS,
     RECONCILES_WITH_BASELINE,
     TREND_HAS_NO_UNEXPLAINED_JUMPS,
     WINDOW_IS_COMPLETE,
@@ -147,7 +147,7 @@ def build_check_and_try_to_publish(
 def evidence_failures(conn: duckdb.DuckDBPyConnection, plan: Plan) -> dict[dt.date, dict]:
     """The v2 evidence rows whose checks did not all pass, with their per-check JSON."""
     rows = conn.execute(
-        "SELECT day, checks FROM backfill.partition_evidence "
+        "SELECT partition_start::DATE AS day, checks FROM backfill.partition_evidence "
         "WHERE model = ? AND version = 'v2' AND NOT checks_passed ORDER BY day",
         [plan.name],
     ).fetchall()
@@ -217,7 +217,7 @@ def test_fct_orders_v2_passes_every_window_check(generated):
     # Every window check gates promotion except freshness, which only warns.
     assert {c.name for c in checks if not c.blocking} == {"is_fresh"}
     enrichment = by_name(checks)[ENRICHMENT_COVERAGE_MET]
-    assert enrichment.figures["days_with_different_row_counts"] == 0
+    assert enrichment.figures["partitions_with_different_row_counts"] == 0
     assert enrichment.figures["coverage"] >= plan.spec.checks.enrichment.min_coverage
     assert evaluate_gate(generated, plan, "v2").passed
 
@@ -253,12 +253,12 @@ def test_duplicated_key_fails_grain_on_that_day_only(generated):
     )
 
     outcome = build_check_and_try_to_publish(
-        generated, plan, {EVERY_DAY_PASSED_CHECKS, RECONCILES_WITH_BASELINE}
+        generated, plan, {EVERY_PARTITION_PASSED_CHECKS, RECONCILES_WITH_BASELINE}
     )
 
     # Per partition: only DAY fails, only on grain, naming the repeated order ids.
-    assert [d.day for d in outcome.build.failing_days] == [DAY]
-    (failing_day,) = outcome.build.failing_days
+    assert [d.partition for d in outcome.build.failing] == [DAY]
+    (failing_day,) = outcome.build.failing
     assert failing_day.failed_checks() == [GRAIN_IS_UNIQUE]
     grain = failing_day.checks[GRAIN_IS_UNIQUE]
     assert grain["duplicate_rows"] == len(duplicated)
@@ -272,13 +272,13 @@ def test_duplicated_key_fails_grain_on_that_day_only(generated):
     # compare rows per day with legacy.
     named = outcome.named
     assert blocking_failures(outcome.checks) == {
-        EVERY_DAY_PASSED_CHECKS,
+        EVERY_PARTITION_PASSED_CHECKS,
         RECONCILES_WITH_BASELINE,
         ENRICHMENT_COVERAGE_MET,
     }
-    every_day = named[EVERY_DAY_PASSED_CHECKS]
+    every_day = named[EVERY_PARTITION_PASSED_CHECKS]
     assert f"{GRAIN_IS_UNIQUE} failed on {DAY}" in every_day.summary
-    assert every_day.figures["days_failing"] == 1
+    assert every_day.figures["partitions_failing"] == 1
     assert every_day.figures[GRAIN_IS_UNIQUE] == [str(DAY)]
     failing_groups = named[RECONCILES_WITH_BASELINE].reconciliation.failing
     assert {pd.Timestamp(d).date() for d in failing_groups["day"]} == {DAY}
@@ -298,7 +298,7 @@ def test_an_exact_duplicate_raw_row_is_not_a_duplicate_output_row(generated):
     )
     for version in ("legacy", "v2"):
         result = build_window(generated, plan, version, FIRST, END, "run-1")
-        assert result.failing_days == []
+        assert result.failing == []
     assert blocking_failures(run_window_checks(generated, plan, "v2")) == set()
 
 
@@ -312,10 +312,10 @@ def test_null_region_above_limit_fails_null_rates_on_that_day_only(generated):
     orders_of_day = latest_orders_of_day(generated, DAY)
     generated.execute("UPDATE raw.orders SET region = NULL WHERE CAST(order_ts AS DATE) = ?", [DAY])
 
-    outcome = build_check_and_try_to_publish(generated, plan, {EVERY_DAY_PASSED_CHECKS})
+    outcome = build_check_and_try_to_publish(generated, plan, {EVERY_PARTITION_PASSED_CHECKS})
 
-    assert [d.day for d in outcome.build.failing_days] == [DAY]
-    (failing_day,) = outcome.build.failing_days
+    assert [d.partition for d in outcome.build.failing] == [DAY]
+    (failing_day,) = outcome.build.failing
     assert failing_day.failed_checks() == [NULL_RATES_WITHIN_LIMITS]
     nulls = failing_day.checks[NULL_RATES_WITHIN_LIMITS]
     assert nulls["rows"] == len(orders_of_day)
@@ -324,9 +324,9 @@ def test_null_region_above_limit_fails_null_rates_on_that_day_only(generated):
     }
     assert list(evidence_failures(generated, plan)) == [DAY]
 
-    assert blocking_failures(outcome.checks) == {EVERY_DAY_PASSED_CHECKS}
-    every_day = outcome.named[EVERY_DAY_PASSED_CHECKS]
-    assert every_day.figures == {"days_failing": 1, NULL_RATES_WITHIN_LIMITS: [str(DAY)]}
+    assert blocking_failures(outcome.checks) == {EVERY_PARTITION_PASSED_CHECKS}
+    every_day = outcome.named[EVERY_PARTITION_PASSED_CHECKS]
+    assert every_day.figures == {"partitions_failing": 1, NULL_RATES_WITHIN_LIMITS: [str(DAY)]}
     assert str(DAY) in every_day.summary
 
 
@@ -341,10 +341,10 @@ def test_changed_known_record_fails_known_records_on_its_day_naming_the_key(gene
     plan = windowed("daily_revenue")
     generated.execute("UPDATE raw.orders SET amount = 75.00 WHERE order_id = 9000000005")
 
-    outcome = build_check_and_try_to_publish(generated, plan, {EVERY_DAY_PASSED_CHECKS})
+    outcome = build_check_and_try_to_publish(generated, plan, {EVERY_PARTITION_PASSED_CHECKS})
 
-    assert [d.day for d in outcome.build.failing_days] == [PILOT_DAY]
-    (failing_day,) = outcome.build.failing_days
+    assert [d.partition for d in outcome.build.failing] == [PILOT_DAY]
+    (failing_day,) = outcome.build.failing
     assert failing_day.failed_checks() == [KNOWN_RECORDS_MATCH]
     known = failing_day.checks[KNOWN_RECORDS_MATCH]
     assert known["records_checked"] == 1
@@ -353,16 +353,16 @@ def test_changed_known_record_fails_known_records_on_its_day_naming_the_key(gene
     assert float(mismatch["actual"]["gross_revenue"]) == 75.0
     assert float(mismatch["expected"]["gross_revenue"]) == 70.0
     # The other pilot record (2024-03-05, the refund day) still matches.
-    march_5 = next(d for d in outcome.build.days if d.day == dt.date(2024, 3, 5))
+    march_5 = next(d for d in outcome.build.partitions if d.partition == dt.date(2024, 3, 5))
     assert march_5.checks[KNOWN_RECORDS_MATCH] == {
         "passed": True,
         "records_checked": 1,
         "mismatches": [],
     }
 
-    assert blocking_failures(outcome.checks) == {EVERY_DAY_PASSED_CHECKS}
-    every_day = outcome.named[EVERY_DAY_PASSED_CHECKS]
-    assert every_day.figures == {"days_failing": 1, KNOWN_RECORDS_MATCH: [str(PILOT_DAY)]}
+    assert blocking_failures(outcome.checks) == {EVERY_PARTITION_PASSED_CHECKS}
+    every_day = outcome.named[EVERY_PARTITION_PASSED_CHECKS]
+    assert every_day.figures == {"partitions_failing": 1, KNOWN_RECORDS_MATCH: [str(PILOT_DAY)]}
 
 
 # --------------------------------------------------------------------------------------------
@@ -380,9 +380,11 @@ def test_day_without_source_rows_fails_completeness_naming_that_day(generated):
     assert blocking_failures(outcome.checks) == {WINDOW_IS_COMPLETE}
     complete = outcome.named[WINDOW_IS_COMPLETE]
     assert complete.figures["missing_ranges"] + complete.figures["thin_ranges"] == [str(DAY)]
-    assert complete.figures["days_below_min_rows"] + complete.figures["days_missing"] == 1
+    assert (
+        complete.figures["partitions_below_min_rows"] + complete.figures["partitions_missing"] == 1
+    )
     assert str(DAY) in complete.summary
-    other_days = [d for d in outcome.build.days if d.day != DAY]
+    other_days = [d for d in outcome.build.partitions if d.partition != DAY]
     assert len(other_days) == WINDOW_DAYS - 1
     assert all(d.row_count > 0 for d in other_days)
 
@@ -431,9 +433,9 @@ def test_unknown_customer_fails_referential_integrity_naming_its_orders_days(gen
     assert str(days[0]) in known.summary
     # The orders of an unknown customer also have no segment: with ~60 orders a day one NULL
     # segment is above the 1% limit, on exactly those days.
-    assert blocking_failures(outcome.checks) == {CUSTOMER_KNOWN, EVERY_DAY_PASSED_CHECKS}
-    assert [d.day for d in outcome.build.failing_days] == days
-    for day in outcome.build.failing_days:
+    assert blocking_failures(outcome.checks) == {CUSTOMER_KNOWN, EVERY_PARTITION_PASSED_CHECKS}
+    assert [d.partition for d in outcome.build.failing] == days
+    for day in outcome.build.failing:
         assert list(day.checks[NULL_RATES_WITHIN_LIMITS]["over_limit"]) == ["customer_segment"]
 
 
@@ -500,7 +502,7 @@ def test_unexplained_v2_change_fails_reconciliation_in_the_affected_group_only(g
 
     outcome = build_check_and_try_to_publish(generated, plan, {RECONCILES_WITH_BASELINE})
 
-    assert outcome.build.failing_days == []
+    assert outcome.build.failing == []
     assert blocking_failures(outcome.checks) == {RECONCILES_WITH_BASELINE}
     recon = outcome.named[RECONCILES_WITH_BASELINE].reconciliation
     failing = {
@@ -537,8 +539,8 @@ def test_one_day_spike_fails_the_trend_check_on_that_day_only(generated):
 
     assert blocking_failures(outcome.checks) == {TREND_HAS_NO_UNEXPLAINED_JUMPS}
     trend = outcome.named[TREND_HAS_NO_UNEXPLAINED_JUMPS]
-    assert trend.figures["days_jumping"] == 1
-    (listed,) = trend.figures["days"]
+    assert trend.figures["partitions_jumping"] == 1
+    (listed,) = trend.figures["partitions"]
     assert listed.startswith(f"{DAY}: ")
     assert str(DAY) in trend.summary
     # The spike is in both versions, so it reconciles: it is not an unexplained difference.
@@ -577,7 +579,7 @@ def test_late_order_after_the_build_fails_sources_current_naming_its_day(generat
 
     assert blocking_failures(checks) == {BUILT_FROM_CURRENT_SOURCES}
     stale = by_name(checks)[BUILT_FROM_CURRENT_SOURCES]
-    assert stale.figures == {"days_changed": 1, "changed_ranges": [str(DAY)]}
+    assert stale.figures == {"partitions_changed": 1, "changed_ranges": [str(DAY)]}
     assert str(DAY) in stale.summary
     _assert_promotion_refused(generated, plan, published, BUILT_FROM_CURRENT_SOURCES)
 
@@ -611,7 +613,7 @@ def test_bumped_code_version_fails_code_current_for_every_day(generated, tmp_pat
         tmp_path,
         "daily_revenue",
         lambda folder: replace_once(
-            folder / "plan.yaml", "code_version: v2-1", "code_version: v2-2"
+            folder / "plan.yaml", "code_version: v2-2", "code_version: v2-3"
         ),
     )
 
@@ -619,6 +621,6 @@ def test_bumped_code_version_fails_code_current_for_every_day(generated, tmp_pat
 
     assert blocking_failures(checks) == {BUILT_WITH_CURRENT_CODE}
     stale = by_name(checks)[BUILT_WITH_CURRENT_CODE]
-    assert stale.figures == {"days_stale_code": WINDOW_DAYS, "current_code_version": "v2-2"}
-    assert "v2-1" in stale.summary and "v2-2" in stale.summary
+    assert stale.figures == {"partitions_stale_code": WINDOW_DAYS, "current_code_version": "v2-3"}
+    assert "v2-2" in stale.summary and "v2-3" in stale.summary
     _assert_promotion_refused(generated, bumped, published, BUILT_WITH_CURRENT_CODE)

@@ -27,9 +27,9 @@ from backfill_assets.catalog import SHIPPED_DEFS, load_catalog
 from backfill_assets.example.dagster_dev import DagsterDev
 from backfill_assets.example.generator import generate
 from backfill_assets.example.late_rows import append_late_rows
-from backfill_assets.late import find_repairs, narrowed_days, source_probes
+from backfill_assets.late import find_repairs, narrowed, source_probes
 from backfill_assets.partitions import chunks
-from backfill_assets.plan import Plan
+from backfill_assets.plan import Plan, window_params
 from backfill_assets.window_checks import run_window_checks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,8 +82,9 @@ def _model_sql_seconds(conn, plan: Plan, version: str, first: dt.date, last: dt.
     """Summed time of the version's statement, chunk by chunk, as the project runs it."""
     total = 0.0
     sql = plan.version_sql(version)
-    for a, b in chunks(first, last, plan.spec.chunk_days):
-        params = {"start": a, "end": b + dt.timedelta(days=1)}
+    days = plan.cadence.starts(first, last + dt.timedelta(days=1))
+    for a, b in chunks(plan.cadence, days, plan.chunk):
+        params = window_params(sql, plan.cadence, a, b)
         started = time.perf_counter()
         conn.execute(f"CREATE OR REPLACE TEMP TABLE {STAGE} AS SELECT * FROM ({sql})", params)
         total += time.perf_counter() - started
@@ -94,8 +95,9 @@ def _model_sql_seconds(conn, plan: Plan, version: str, first: dt.date, last: dt.
 def _build_all(conn, plan: Plan, version: str, first: dt.date, last: dt.date) -> float:
     """Summed time of full chunk builds (statement, fingerprints, checks, atomic write)."""
     total = 0.0
-    for a, b in chunks(first, last, plan.spec.chunk_days):
-        seconds, _ = timed(build_window, conn, plan, version, a, b + dt.timedelta(days=1), "bench")
+    days = plan.cadence.starts(first, last + dt.timedelta(days=1))
+    for a, b in chunks(plan.cadence, days, plan.chunk):
+        seconds, _ = timed(build_window, conn, plan, version, a, b, "bench")
         total += seconds
     return total
 
@@ -182,10 +184,10 @@ def _dagster_peak_rss(dagster_home: Path, peaks: dict[int, tuple[str, float]]) -
 
 def _narrowed_tick(conn, plans: list[Plan], before: dict[str, str]):
     """What the plans' late-data sensor ticks do after rows were appended to the sources."""
-    narrowed = narrowed_days(conn, plans, before, source_probes(conn, plans))
-    assert len(narrowed) == len(plans), "appended rows should narrow the scan of every plan"
-    scan = find_repairs(conn, plans, narrowed)
-    return ", ".join(f"{k}: {len(v)}" for k, v in narrowed.items()), scan
+    only = narrowed(conn, plans, before, source_probes(conn, plans))
+    assert len(only) == len(plans), "appended rows should narrow the scan of every plan"
+    scan = find_repairs(conn, plans, only)
+    return ", ".join(f"{k}: {len(v)}" for k, v in only.items()), scan
 
 
 def _end_to_end(workdir: Path, warehouse: Path, plans, first: dt.date, last: dt.date) -> dict:
@@ -365,7 +367,7 @@ def main() -> int:
         late_days = [first + dt.timedelta(days=days * k // 4) for k in (1, 2, 3)]
         append_late_rows(conn, late_days, rows_per_day=5)
         tick, (narrowed, scan) = timed(_narrowed_tick, conn, plans, before)
-        found = sorted({r.day for r in scan.repairs})
+        found = sorted({r.partition for r in scan.repairs})
         rows.append(
             (
                 "sensor tick, late rows arrived on 3 days",
@@ -387,13 +389,20 @@ def main() -> int:
         for repair in scan.repairs:
             plan = next(p for p in plans if p.name == repair.plan)
             for version in repair.versions:
-                build_window(conn, plan, version, repair.day, repair.day + dt.timedelta(1), "late")
+                build_window(
+                    conn,
+                    plan,
+                    version,
+                    repair.partition,
+                    repair.partition + dt.timedelta(1),
+                    "late",
+                )
         conn.close()
 
         half = first + dt.timedelta(days=days // 4)
         late = first + dt.timedelta(days=(3 * days) // 4)
-        rss_early = _peak_rss_of_chunk_build(warehouse, half, revenue.spec.chunk_days)
-        rss_late = _peak_rss_of_chunk_build(warehouse, late, revenue.spec.chunk_days)
+        rss_early = _peak_rss_of_chunk_build(warehouse, half, revenue.chunk)
+        rss_late = _peak_rss_of_chunk_build(warehouse, late, revenue.chunk)
         rows.append(
             ("peak RSS, one chunk build (first half of history)", f"{rss_early:.0f} MB", "")
         )
@@ -440,12 +449,12 @@ def main() -> int:
                     f"to 'completed' {e2e['completed_after_s']:.0f} s (daemon wakes every 30 s)",
                 )
             )
-            chunk = revenue.spec.chunk_days
+            chunk = revenue.chunk
             for other in (2 * chunk, 3 * chunk):
                 fewer = e2e["runs"] - -(-days // other)
                 rows.append(
                     (
-                        f"chunk_days {other} instead of {chunk} (estimate)",
+                        f"chunk {other} instead of {chunk} (estimate)",
                         f"-{fewer * e2e['mean_gap_s']:.0f} s",
                         f"{fewer} fewer runs x the start-up gap",
                     )

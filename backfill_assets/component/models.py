@@ -1,14 +1,15 @@
-"""Versioned, daily-partitioned model assets: one per plan and version, plus its sources.
+"""Versioned, partitioned model assets: one per plan and version, plus its sources.
 
-``<version>/<plan>`` (e.g. ``v2/daily_revenue``) writes ``models.<plan>__<version>``. A run
-covers a range of days (``BackfillPolicy.multi_run(chunk_days)``), builds it with one SQL
+``<version>/<plan>`` (e.g. ``v2/daily_revenue``) writes ``models.<plan>__<version>``. Its
+partitions follow the plan's cadence (hourly, daily, weekly or monthly, in its time zone). A
+run covers a range of partitions (``BackfillPolicy.multi_run(chunk)``), builds it with one SQL
 statement and writes rows and evidence in one transaction (``build.py``).
 
-Each day's partition checks (``partition_checks.py``) are reported to Dagster as one blocking
-check per day, ``partition_checks_passed``, whose metadata names the sub-checks that failed and
-their figures. One evaluation per day (rather than one per sub-check) keeps the event log, which
-is the slowest part of a backfill, to a third of the writes; the evidence table keeps every
-sub-check's verdict.
+Each partition's checks (``partition_checks.py``) are reported to Dagster as one blocking check
+per partition, ``partition_checks_passed``, whose metadata names the sub-checks that failed and
+their figures. One evaluation per partition (rather than one per sub-check) keeps the event
+log, which is the slowest part of a backfill, to a third of the writes; the evidence table
+keeps every sub-check's verdict.
 """
 
 import datetime as dt
@@ -19,32 +20,58 @@ from dagster_duckdb import DuckDBResource
 
 from backfill_assets.build import build_window
 from backfill_assets.component.resources import session
-from backfill_assets.partition_checks import DayChecks, partition_check_names
+from backfill_assets.partition_checks import PartitionChecks, partition_check_names
+from backfill_assets.partitions import WEEKDAYS, Partition
 from backfill_assets.plan import Plan
 from backfill_assets.publish import is_published
 from backfill_assets.sources import Source
 
 PARTITION_CHECKS_PASSED = "partition_checks_passed"
+# What each per-partition sub-check proves, for the check's description in the UI.
+SUB_CHECK_MEANINGS = {
+    "grain_is_unique": "no unique_key value repeats",
+    "null_rates_within_limits": "every column's share of NULLs is within the plan's limit",
+    "known_records_match": "the plan's hand-verified rows have exactly the expected values",
+}
 # The tags a run launched by a backfill policy carries instead of ``dagster/partition``; an
-# in-process run passes the same tags to build a chunk of days in one run.
+# in-process run passes the same tags to build a chunk of partitions in one run.
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
-def daily_partitions(plan: Plan) -> dg.DailyPartitionsDefinition:
-    """UTC days from the plan's first partition; a day exists once it is complete."""
-    return dg.DailyPartitionsDefinition(
-        start_date=plan.spec.partitions.start.isoformat(), timezone="UTC"
-    )
-
-
-def range_tags(first: dt.date, last: dt.date) -> dict[str, str]:
-    """Tags for one run over the days ``first``..``last`` (both inclusive)."""
-    if last < first:
-        raise ValueError(
-            f"range {first}..{last} is reversed; the last day must not precede the first"
+def partitions_def(plan: Plan) -> dg.TimeWindowPartitionsDefinition:
+    """The plan's partitions in Dagster: its cadence and time zone from its first partition; a
+    partition exists once it is complete."""
+    cadence, start = plan.cadence, plan.spec.partitions.start
+    zone = cadence.timezone
+    if cadence.name == "hourly":
+        return dg.HourlyPartitionsDefinition(start_date=f"{start:%Y-%m-%d}-00:00", timezone=zone)
+    if cadence.name == "weekly":
+        # Dagster counts week days from Sunday (0); ours from Monday.
+        offset = (WEEKDAYS.index(cadence.week_start) + 1) % 7
+        return dg.WeeklyPartitionsDefinition(
+            start_date=start.isoformat(), timezone=zone, day_offset=offset
         )
-    return {RANGE_START_TAG: first.isoformat(), RANGE_END_TAG: last.isoformat()}
+    if cadence.name == "monthly":
+        return dg.MonthlyPartitionsDefinition(start_date=start.isoformat(), timezone=zone)
+    return dg.DailyPartitionsDefinition(start_date=start.isoformat(), timezone=zone)
+
+
+def partition_key(plan: Plan, partition: Partition) -> str:
+    """Dagster's key of one of the plan's partitions (``2024-03-01``, ``2024-11-03-01:00-0500``)."""
+    moment = plan.cadence.utc(partition).replace(tzinfo=dt.UTC)
+    return partitions_def(plan).get_partition_key_for_timestamp(moment.timestamp())
+
+
+def range_tags(first: str | Partition, last: str | Partition) -> dict[str, str]:
+    """Tags for one run over the partitions ``first``..``last`` (both inclusive; Dagster keys,
+    or dates of a daily, weekly or monthly plan)."""
+    keys = [k if isinstance(k, str) else k.isoformat() for k in (first, last)]
+    if keys[1] < keys[0]:
+        raise ValueError(
+            f"range {keys[0]}..{keys[1]} is reversed; the last partition must not precede the first"
+        )
+    return {RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[1]}
 
 
 def model_key(plan: Plan, version: str) -> dg.AssetKey:
@@ -71,18 +98,19 @@ def source_spec(source: Source) -> dg.AssetSpec:
     )
 
 
-def day_metadata(day: DayChecks, held: bool) -> dict[str, dg.MetadataValue]:
-    """What one day's evaluation shows: its rows, and for a failing day, why."""
+def partition_metadata(part: PartitionChecks, held: bool) -> dict[str, dg.MetadataValue]:
+    """What one partition's evaluation shows: its rows, and for a failing one, why."""
     metadata: dict[str, dg.MetadataValue] = {
-        "rows": dg.MetadataValue.int(day.row_count),
-        "failed_checks": dg.MetadataValue.text(", ".join(day.failed_checks()) or "none"),
+        "rows": dg.MetadataValue.int(part.row_count),
+        "failed_checks": dg.MetadataValue.text(", ".join(part.failed_checks()) or "none"),
     }
-    for name in day.failed_checks():
-        details = {k: v for k, v in day.checks[name].items() if k != "passed"}
+    for name in part.failed_checks():
+        details = {k: v for k, v in part.checks[name].items() if k != "passed"}
         metadata[name] = dg.MetadataValue.json(json.loads(json.dumps(details, default=str)))
     if held:
         metadata["published_rows_kept"] = dg.MetadataValue.text(
-            "this version is published: the day's previous rows were kept (write-audit-publish)"
+            "this version is published: the partition's previous rows were kept "
+            "(write-audit-publish)"
         )
     return metadata
 
@@ -90,7 +118,8 @@ def day_metadata(day: DayChecks, held: bool) -> dict[str, dg.MetadataValue]:
 def build_model_asset(plan: Plan, version: str) -> dg.AssetsDefinition:
     """The asset of one version of a plan."""
     key = model_key(plan, version)
-    partitions = daily_partitions(plan)
+    partitions = partitions_def(plan)
+    cadence = plan.cadence
     spec = plan.version(version)
     sub_checks = partition_check_names(plan, version)
 
@@ -101,7 +130,7 @@ def build_model_asset(plan: Plan, version: str) -> dg.AssetsDefinition:
             f"{plan.spec.description} Version {version}: {spec.change} Grain: {plan.spec.grain}"
         ),
         partitions_def=partitions,
-        backfill_policy=dg.BackfillPolicy.multi_run(plan.spec.chunk_days),
+        backfill_policy=dg.BackfillPolicy.multi_run(plan.chunk),
         code_version=spec.code_version,
         kinds={"duckdb"},
         pool="duckdb",
@@ -118,41 +147,50 @@ def build_model_asset(plan: Plan, version: str) -> dg.AssetsDefinition:
                 asset=key,
                 blocking=True,
                 partitions_def=partitions,
-                description=f"Each day passes {', '.join(sub_checks)} (details in metadata).",
+                description=(
+                    f"Each {cadence.word} passes {', '.join(sub_checks)}: "
+                    + "; ".join(SUB_CHECK_MEANINGS[c] for c in sub_checks)
+                    + ". A failure names the sub-checks and their figures in its metadata."
+                ),
             )
         ],
     )
     def _model(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
         window = context.partition_time_window
-        start, end = window.start.date(), window.end.date()
+        start, end = cadence.from_aware(window.start), cadence.from_aware(window.end)
         with session(warehouse) as conn:
             published = is_published(conn, plan, version)
             result = build_window(conn, plan, version, start, end, context.run.run_id, published)
-        failing = result.failing_days
+        keys = list(context.partition_keys)
+        assert len(keys) == len(result.partitions), (keys, result.partitions)
+        failing = result.failing
+        word = cadence.word
         yield dg.MaterializeResult(
             asset_key=key,
             metadata={
                 "rows_in_run": result.rows,
-                "days_in_run": len(result.days),
-                "window": f"{start} .. {end}",
-                "days_failing_checks": len(failing),
-                "failing_days": ", ".join(d.day.isoformat() for d in failing[:20]) or "none",
-                "days_kept_as_published": ", ".join(str(d) for d in result.held) or "none",
+                f"{word}s_in_run": len(result.partitions),
+                "window": f"{keys[0]} .. {keys[-1]}",
+                f"{word}s_failing_checks": len(failing),
+                f"failing_{word}s": ", ".join(cadence.label(p.partition) for p in failing[:20])
+                or "none",
+                f"{word}s_kept_as_published": ", ".join(cadence.label(p) for p in result.held)
+                or "none",
             },
         )
-        for day in result.days:
+        for partition_key_, part in zip(keys, result.partitions, strict=True):
             yield dg.AssetCheckEvaluation(
                 asset_key=key,
                 check_name=PARTITION_CHECKS_PASSED,
-                passed=day.passed,
-                partition=day.day.isoformat(),
+                passed=part.passed,
+                partition=partition_key_,
                 blocking=True,
-                metadata=day_metadata(day, day.day in result.held),
+                metadata=partition_metadata(part, part.partition in result.held),
             )
-        for day in failing[:10]:
+        for part in failing[:10]:
             context.log.warning(
-                f"{day.day}: {', '.join(day.failed_checks())} failed: "
-                + json.dumps({n: day.checks[n] for n in day.failed_checks()}, default=str)
+                f"{cadence.label(part.partition)}: {', '.join(part.failed_checks())} failed: "
+                + json.dumps({n: part.checks[n] for n in part.failed_checks()}, default=str)
             )
         yield dg.Output(
             None,

@@ -11,6 +11,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from backfill_assets.canary import canary_markdown, run_canary
+from backfill_assets.component.models import partition_key
 from backfill_assets.component.resources import session
 from backfill_assets.plan import Plan
 from backfill_assets.preflight import preflight
@@ -33,7 +34,7 @@ def build_preflight(plan: Plan) -> dg.Definitions:
                 "blockers": dg.MetadataValue.json(report.blockers),
                 "report": dg.MetadataValue.md("```\n" + report.text() + "\n```"),
                 **{
-                    f"days_to_build_{w.version}": dg.MetadataValue.int(w.days_to_build)
+                    f"{plan.cadence.word}s_to_build_{w.version}": dg.MetadataValue.int(w.to_build)
                     for w in report.work
                 },
             }
@@ -47,8 +48,8 @@ def build_preflight(plan: Plan) -> dg.Definitions:
             context.log_event(
                 dg.AssetMaterialization(
                     asset_key=[result.version, plan.name],
-                    partition=result.day.isoformat(),
-                    description="canary sample day",
+                    partition=partition_key(plan, result.partition),
+                    description=f"canary sample {plan.cadence.word}",
                     metadata={"rows": result.rows, "build_seconds": round(result.seconds, 3)},
                 )
             )
@@ -58,9 +59,11 @@ def build_preflight(plan: Plan) -> dg.Definitions:
         if failed:
             raise dg.Failure(
                 description=(
-                    f"canary failed on {len(failed)} day(s): "
+                    f"canary failed on {len(failed)} {plan.cadence.word}(s): "
                     + ", ".join(
-                        f"{r.version} {r.day} ({', '.join(r.failed_checks)})" for r in failed[:10]
+                        f"{r.version} {plan.cadence.label(r.partition)} "
+                        f"({', '.join(r.failed_checks)})"
+                        for r in failed[:10]
                     )
                     + "; do not launch the full backfill"
                 ),
@@ -70,8 +73,9 @@ def build_preflight(plan: Plan) -> dg.Definitions:
     @dg.job(
         name=f"sample_{plan.name}_job",
         description=(
-            f"Canary: build and check a stratified sample of the {plan.name} window (month ends, "
-            "mid-months, first/last day, 29 Feb) for baseline and candidate."
+            f"Canary: build and check a stratified sample of the {plan.name} window (first and "
+            "last partition, month ends and mid-months, 29 February, daylight-saving changes) "
+            "for baseline and candidate."
         ),
     )
     def sample_job() -> None:

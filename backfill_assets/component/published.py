@@ -9,7 +9,12 @@
   ``window_checks_<plan>_job``, launched by ``window_checks_<plan>_sensor`` once writes to the
   plan have settled, and every morning by ``monitor_<plan>_schedule`` for the published
   version. The promotion job evaluates them itself.
-- ``promote_<plan>_job`` and ``rollback_<plan>_job``: the cutover and its undo.
+- ``promote_<plan>_job`` and ``rollback_<plan>_job``: the cutover and its undo. A promotion
+  prepares everything that could fail (the gate, the cutover summary, its folder) before it
+  commits, so a failed run changed nothing and a run that committed succeeds: a summary file
+  that cannot be written after the commit is a warning saying how to write it again. A
+  rollback re-checks the evidence of the version it goes back to and is refused when a
+  partition of it fails, unless forced with a reason.
 """
 
 import datetime as dt
@@ -22,12 +27,13 @@ from pydantic import Field
 
 from backfill_assets import evidence
 from backfill_assets.component.resources import session
-from backfill_assets.cutover import cutover_summary, write_summary
+from backfill_assets.cutover import cutover_summary, prepare_folder, summary_path, write_summary
 from backfill_assets.plan import Plan
 from backfill_assets.publish import (
     PublishError,
+    commit_promotion,
     ensure_view,
-    promote,
+    prepare_promotion,
     published_version,
     rollback,
 )
@@ -43,7 +49,7 @@ SCHEDULE_TAG = "dagster/schedule_name"  # the tag Dagster puts on runs a schedul
 
 CHECK_DESCRIPTIONS = {
     "window_is_complete": "Every day of the window has evidence and enough rows.",
-    "every_day_passed_checks": "Every day of the window passed its per-partition checks.",
+    "every_partition_passed_checks": "Every partition of the window passed its own checks.",
     "built_with_current_code": "Every day was built with the plan's current code_version.",
     "built_from_current_sources": "No source row of any day changed since it was built.",
     "reconciles_with_baseline": "Every difference from the baseline is explained by a rule.",
@@ -70,7 +76,8 @@ class PromoteConfig(dg.Config):
     version: str = Field(description="The version to publish, e.g. v2.")
     approved_by: str = Field(
         default="",
-        description="Who approved; required for risk: high plans and must be a plan approver.",
+        description="Who approved; must be one of the plan's approvers to count as an approval "
+        "(required for risk: high plans). Anyone else is recorded as who launched it.",
     )
     note: str = Field(default="", description="Why, for the log and the cutover summary.")
 
@@ -80,6 +87,11 @@ class RollbackConfig(dg.Config):
 
     by: str = Field(description="Who is rolling back.")
     reason: str = Field(description="Why, for the log.")
+    force: bool = Field(
+        default=False,
+        description="Roll back even if days of the previous version now fail their checks; "
+        "the log records that it was forced and which checks failed.",
+    )
 
 
 def _plain(value):
@@ -193,33 +205,62 @@ def build_published(plan: Plan) -> dg.Definitions:
         context: dg.OpExecutionContext, config: PromoteConfig, warehouse: DuckDBResource
     ) -> None:
         refusal: PublishError | None = None
+        gate = None
         with session(warehouse) as conn:
             try:
-                gate, entry = promote(
+                gate, pending = prepare_promotion(
                     conn, plan, config.version, config.approved_by, config.note, context.run.run_id
                 )
+                # Everything that can fail happens before the commit, so a failed run changed
+                # nothing: the summary's text and a folder that can take it.
+                summary = cutover_summary(plan, gate, pending)
+                folder = reports_dir()
+                try:
+                    prepare_folder(folder, plan)
+                except OSError as error:
+                    raise PublishError(
+                        f"{plan.name}: promotion of {config.version} not started, nothing "
+                        f"changed: the cutover summary cannot be written to "
+                        f"{folder / plan.name} ({error}). Fix: make that a writable folder "
+                        "(or point BACKFILL_WAREHOUSE at a warehouse whose folder has a "
+                        "usable reports/), then launch the promotion again.",
+                        gate,
+                    ) from error
+                entry = commit_promotion(conn, plan, pending)
             except PublishError as error:
                 refusal, gate = error, error.gate
         # The window checks the gate evaluated show up on analytics/<plan>, refused or not.
         for check in gate.checks if gate else []:
             context.log_event(_evaluation(key, check))
         if refusal is not None:
-            problems = gate.problems if gate else [str(refusal)]
+            problems = gate.problems if gate and gate.problems else [str(refusal)]
             raise dg.Failure(description=str(refusal), metadata={"problems": problems})
-        summary = cutover_summary(plan, gate, entry)
-        path = write_summary(reports_dir(), plan, entry, summary)
-        context.log.info(f"{plan.name}: published {entry.version}; cutover summary at {path}")
+        # The view has moved: from here on nothing may fail the run.
+        metadata: dict[str, dg.MetadataValue] = {
+            "published_version": dg.MetadataValue.text(entry.version),
+            "previous_version": dg.MetadataValue.text(entry.previous_version or ""),
+            "action": dg.MetadataValue.text("promote"),
+            "actor": dg.MetadataValue.text(entry.actor),
+            "cutover_summary": dg.MetadataValue.md(summary),
+        }
+        try:
+            path = write_summary(folder, plan, entry, summary)
+        except Exception as error:  # whatever it is: the promotion is done; warn, do not fail
+            warning = (
+                f"{plan.name}: published {entry.version}, but the cutover summary was not "
+                f"written to {summary_path(folder, plan, entry)}: {error}. The promotion is "
+                f"done and logged. Fix: make room in (or repair) that folder, then run "
+                f"`backfill-assets cutover {plan.name}` to write the summary from the log (it "
+                f"is also attached to this run's materialization of analytics/{plan.name})."
+            )
+            context.log.warning(warning)
+            metadata["cutover_summary_not_written"] = dg.MetadataValue.text(warning)
+        else:
+            context.log.info(f"{plan.name}: published {entry.version}; cutover summary at {path}")
+            metadata["cutover_summary_file"] = dg.MetadataValue.path(str(path))
         context.log_event(
             dg.AssetMaterialization(
-                asset_key=key,
-                description=f"promoted {entry.version}",
-                metadata={
-                    "published_version": entry.version,
-                    "previous_version": entry.previous_version or "",
-                    "action": "promote",
-                    "cutover_summary": dg.MetadataValue.md(summary),
-                    "cutover_summary_file": dg.MetadataValue.path(str(path)),
-                },
+                asset_key=key, description=f"promoted {entry.version}", metadata=metadata
             )
         )
 
@@ -229,9 +270,18 @@ def build_published(plan: Plan) -> dg.Definitions:
     ) -> None:
         try:
             with session(warehouse) as conn:
-                entry = rollback(conn, plan, config.by, config.reason, context.run.run_id)
+                entry = rollback(
+                    conn, plan, config.by, config.reason, context.run.run_id, force=config.force
+                )
         except PublishError as error:
             raise dg.Failure(description=str(error)) from error
+        failing = entry.evidence.get("failing_checks", {})
+        if failing:
+            context.log.warning(
+                f"{plan.name}: rollback to {entry.version} forced by {entry.actor} although "
+                f"{len(failing)} check(s) fail: "
+                + "; ".join(f"{name}: {summary}" for name, summary in failing.items())
+            )
         context.log.info(f"{plan.name}: rolled back to {entry.version} by {entry.actor}")
         context.log_event(
             dg.AssetMaterialization(
@@ -243,6 +293,8 @@ def build_published(plan: Plan) -> dg.Definitions:
                     "action": "rollback",
                     "by": entry.actor,
                     "reason": entry.reason,
+                    "forced": bool(entry.evidence.get("forced")),
+                    "failing_checks": dg.MetadataValue.json(failing),
                 },
             )
         )

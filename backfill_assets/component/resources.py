@@ -39,9 +39,17 @@ def session(resource: DuckDBResource) -> Iterator[duckdb.DuckDBPyConnection]:
 
     Waits ``lock_wait_seconds`` (a ``Warehouse`` field; 120 s for a plain ``DuckDBResource``)
     for another writer to let go of the file.
+
+    Every run executes plan SQL on this connection, so it has no file or extension access
+    (``read_csv``, ``ATTACH``, ``COPY ... TO``, ``INSTALL``/``LOAD`` fail, and it cannot be
+    switched back on); DuckDB still writes its own database file, WAL and temp directory.
+    ``connection_config`` cannot turn it back on: it can be set from a run's config, and no run
+    may give plan SQL the file system.
     """
     wait = getattr(resource, "lock_wait_seconds", 120)
     config = {"memory_limit": getattr(resource, "memory_limit", MEMORY_LIMIT)}
-    conn = connect_waiting(resource.database, wait, {**config, **resource.connection_config})
+    config.update(resource.connection_config)
+    config["enable_external_access"] = False
+    conn = connect_waiting(resource.database, wait, config)
     with closing(conn):
         yield conn

@@ -1,12 +1,12 @@
-"""The late-data sensor of one plan: repair the days whose sources changed since they were built.
+"""The late-data sensor of one plan: repair the partitions whose sources changed since built.
 
 ``late_data_<plan>_sensor`` probes the plan's source tables (milliseconds), and when they moved
-compares the built days with their sources (only the days that appended rows reach, when the
-sources only grew by rows with a later ``loaded_at``; every built day otherwise), asking for one
-run per changed day that rebuilds every built version of that day together. The run key carries
-the new fingerprint, so the daemon launches each change once. At most ``max_repairs_per_tick``
-new requests go out per tick, oldest day first; the rest wait for the next tick. A full
-comparison runs at least every ``full_scan_minutes``.
+compares the built partitions with their sources (only the partitions appended rows reach, when
+the sources only grew by rows with a later ``loaded_at``; every built partition otherwise),
+asking for one run per changed partition that rebuilds every built version of it together. The
+run key carries the new fingerprint, so the daemon launches each change once. At most
+``max_repairs_per_tick`` new requests go out per tick, oldest first; the rest wait for the next
+tick. A full comparison runs at least every ``full_scan_minutes``.
 
 Each plan has its own sensor, so plans with different partitions, or a plan whose source table
 is missing, do not affect each other. Sensors are not serialized by the run pool: they read the
@@ -21,8 +21,8 @@ import duckdb
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
-from backfill_assets.component.models import model_key
-from backfill_assets.late import find_repairs, narrowed_days, source_probes
+from backfill_assets.component.models import model_key, partition_key
+from backfill_assets.late import find_repairs, narrowed, source_probes
 from backfill_assets.plan import Plan
 from backfill_assets.sources import source_problems
 from backfill_assets.warehouse import open_read_only
@@ -41,7 +41,7 @@ class LateDataPolicy(dg.Model, dg.Resolvable):
     full_scan_minutes: int = Field(
         default=60,
         ge=1,
-        description="Compare every built day with its sources at least this often, even when "
+        description="Compare every built partition with its sources at least this often, even when "
         "the cheap per-table probes say nothing changed.",
     )
 
@@ -53,8 +53,9 @@ def late_data_sensor(plan: Plan, policy: LateDataPolicy) -> dg.SensorDefinition:
     @dg.sensor(
         name=f"late_data_{plan.name}_sensor",
         description=(
-            f"Requests a repair run for every built day of {plan.name} whose source rows changed "
-            "since it was built (late or re-sent rows), all built versions of the day together."
+            f"Requests a repair run for every built {plan.cadence.word} of {plan.name} whose "
+            "source rows changed since it was built (late or re-sent rows), all built versions "
+            "of it together."
         ),
         target=dg.AssetSelection.assets(*models),
         minimum_interval_seconds=60,
@@ -75,10 +76,8 @@ def late_data_sensor(plan: Plan, policy: LateDataPolicy) -> dg.SensorDefinition:
                 scan_all = full_scan_due or cursor.get("waiting") or before is None
                 if not (moved or scan_all):
                     return dg.SkipReason("no source table changed since the last scan")
-                narrowed = {}
-                if not scan_all:
-                    narrowed = narrowed_days(conn, [plan], before, probes)
-                scan = find_repairs(conn, [plan], narrowed)
+                only = {} if scan_all else narrowed(conn, [plan], before, probes)
+                scan = find_repairs(conn, [plan], only)
         except duckdb.Error as error:
             return dg.SkipReason(f"warehouse not readable now, trying next tick: {error}")
         requested = set(cursor.get("requested", []))
@@ -86,8 +85,8 @@ def late_data_sensor(plan: Plan, policy: LateDataPolicy) -> dg.SensorDefinition:
         chosen = new[: policy.max_repairs_per_tick]
         seen = scan.describe(chosen, already_requested=len(scan.repairs) - len(new))
         scope = (
-            f"{len(narrowed[plan.name])} days with new rows"
-            if plan.name in narrowed
+            f"{len(only[plan.name])} {plan.cadence.word}s with new rows"
+            if plan.name in only
             else "whole window"
         )
         remembered = [*cursor.get("requested", []), *(r.run_key for r in chosen)]
@@ -98,8 +97,8 @@ def late_data_sensor(plan: Plan, policy: LateDataPolicy) -> dg.SensorDefinition:
                     "requested": remembered[-REMEMBERED_KEYS:],
                     "waiting": len(new) - len(chosen),
                     "probes": probes,
-                    # Only a comparison of every built day resets the full-scan clock.
-                    "full_scan_at": now if not narrowed else cursor.get("full_scan_at", 0),
+                    # Only a comparison of every built partition resets the full-scan clock.
+                    "full_scan_at": now if not only else cursor.get("full_scan_at", 0),
                 }
             )
         )
@@ -109,7 +108,7 @@ def late_data_sensor(plan: Plan, policy: LateDataPolicy) -> dg.SensorDefinition:
         return [
             dg.RunRequest(
                 run_key=repair.run_key,
-                partition_key=repair.day.isoformat(),
+                partition_key=partition_key(plan, repair.partition),
                 asset_selection=[model_key(plan, v) for v in repair.versions],
                 tags={REPAIR_TAG: "late_data", PLAN_TAG: repair.plan},
             )

@@ -8,7 +8,7 @@ import time
 
 from backfill_assets import settings
 from backfill_assets.catalog import SHIPPED_DEFS, load_catalog
-from backfill_assets.cli import connect, parse_date, use_project_dagster_home
+from backfill_assets.cli import connect, connect_existing, parse_date, use_project_dagster_home
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
@@ -38,7 +38,8 @@ def cmd_arrive(args: argparse.Namespace) -> int:
     plans = load_catalog(SHIPPED_DEFS).plans
     first = min(p.spec.window.start for p in plans)
     last = max(p.spec.window.end for p in plans)
-    with connect() as conn:
+    # Late rows need earlier ones: a missing warehouse is an error, not a new empty file.
+    with connect_existing() as conn:
         days = pick_days(conn, first, last, args.days, args.seed)
         if not days:
             print("no source days to add late rows to: seed or load data first", file=sys.stderr)

@@ -195,6 +195,11 @@ class DagsterDev:
 
     def launch_backfill(self, assets: list[list[str]], first: str, last: str, title: str) -> str:
         """A partition backfill of ``assets`` for ``first``..``last``, as the UI launches it."""
+        return self.launch_ranges([(path, first, last) for path in assets], title)
+
+    def launch_ranges(self, ranges: list[tuple[list[str], str, str]], title: str) -> str:
+        """One partition backfill of several assets, each over its own range of partition keys
+        (assets of hourly, daily and monthly plans together), as the UI launches it."""
         data = self.graphql(
             """
             mutation Launch($params: LaunchBackfillParams!) {
@@ -214,7 +219,7 @@ class DagsterDev:
                             "assetKey": {"path": path},
                             "partitions": {"range": {"start": first, "end": last}},
                         }
-                        for path in assets
+                        for path, first, last in ranges
                     ],
                     "title": title,
                 }

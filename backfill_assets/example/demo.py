@@ -2,8 +2,8 @@
 
 1. seed two years of raw orders, refunds and customers;
 2. start ``dagster dev`` (webserver + daemon) on the project's Dagster home and launch ONE
-   partition backfill of legacy and v2 of every plan over the window, exactly as the UI does;
-   the daemon splits it into runs of ``chunk_days`` days, one writer at a time;
+   partition backfill of legacy and v2 of every plan over its window, exactly as the UI does;
+   the daemon splits it into runs of ``chunk`` partitions, one writer at a time;
 3. run every plan's window-check job, then its promotion job for the candidate (with an
    approval from a plan approver where the plan is ``risk: high``);
 4. stop ``dagster dev`` (the warehouse is read only once no run can be writing), print the
@@ -19,6 +19,7 @@ import duckdb
 
 from backfill_assets import evidence, settings
 from backfill_assets.catalog import SHIPPED_DEFS, load_catalog
+from backfill_assets.component.models import partition_key
 from backfill_assets.definitions import defs as lazy_defs
 from backfill_assets.example.dagster_dev import DagsterDev
 from backfill_assets.example.generator import generate
@@ -42,13 +43,20 @@ def load_definitions() -> dg.Definitions:
 
 
 def _backfill(dev: DagsterDev, plans: tuple[Plan, ...]) -> bool:
+    """One backfill of every version of every plan over its window, each in its own cadence."""
+    ranges = [
+        (
+            [version, plan.name],
+            partition_key(plan, plan.window_start),
+            partition_key(plan, plan.window_partitions[-1]),
+        )
+        for plan in plans
+        for version in plan.version_names
+    ]
     first = min(p.spec.window.start for p in plans)
     last = max(p.spec.window.end for p in plans)
-    assets = [[v, p.name] for p in plans for v in p.version_names]
-    backfill_id = dev.launch_backfill(
-        assets, first.isoformat(), last.isoformat(), f"demo: {len(assets)} models {first}..{last}"
-    )
-    print(f"      backfill {backfill_id}: {', '.join('/'.join(a) for a in assets)}")
+    backfill_id = dev.launch_ranges(ranges, f"demo: {len(ranges)} models {first}..{last}")
+    print(f"      backfill {backfill_id}: {', '.join('/'.join(r[0]) for r in ranges)}")
     started, shown = time.perf_counter(), -1
     while not (state := dev.backfill(backfill_id)).finished:
         done = sum(r["status"] == "SUCCESS" for r in state.runs)
@@ -130,9 +138,9 @@ def run_demo(orders_per_day: int = 200, seed: int = 42) -> int:
 
     print("\n[4/4] results")
     with _connect() as conn:
-        print(f"\n  {'plan':<15} {'version':<8} {'days':>5} {'rows':>10} {'failing days':>13}")
-        for model, version, days, count, failing in evidence.summary(conn):
-            print(f"  {model:<15} {version:<8} {days:>5} {count:>10,} {failing:>13}")
+        print(f"\n  {'plan':<25} {'version':<8} {'partitions':>10} {'rows':>10} {'failing':>8}")
+        for model, version, partitions, count, failing in evidence.summary(conn):
+            print(f"  {model:<25} {version:<8} {partitions:>10} {count:>10,} {failing:>8}")
         for plan in plans:
             _report(conn, plan)
         print("status:")

@@ -1,5 +1,7 @@
--- Explained difference: test events leave v2. Returns the change it predicts, in the plan's
--- reconciliation grain (event_date and category here) and measures. Window: [$start, $end).
+-- Explained difference: test events leave v2. Returns the change it predicts, per row: the
+-- partition column (event_date), the reconciliation's column groups (category) and every
+-- measure (events, amount); the project sums them by month and category like the versions'
+-- rows. Window: [$start, $end).
 SELECT
     CAST(event_ts AS DATE) AS event_date,
     category,

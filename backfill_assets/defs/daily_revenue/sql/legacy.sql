@@ -3,15 +3,17 @@
 -- Time column: order_date = CAST(order_ts AS DATE), UTC. Window: [$start, $end).
 -- Every raw order row counts (re-sent versions count again), every status included, each row on
 -- its own day and region. A refund is subtracted on the day and in the region of the
--- first-ingested version of its order.
+-- first-ingested version of its order. Versions tied on every sort key are told apart by a hash
+-- of the whole row, so the choice never depends on how the rows are stored (the v2 SQL and the
+-- explained-difference rules rank the same way).
 WITH first_version AS (
     SELECT *
-    FROM raw.orders
+    FROM raw.orders AS o
     WHERE order_id IN (
         SELECT order_id FROM raw.orders WHERE order_ts >= $start AND order_ts < $end
     )
     QUALIFY row_number() OVER (
-        PARTITION BY order_id ORDER BY ingested_at ASC, order_ts ASC, amount, status
+        PARTITION BY order_id ORDER BY ingested_at ASC, order_ts ASC, amount, status, hash(o)
     ) = 1
 ),
 order_rows AS (

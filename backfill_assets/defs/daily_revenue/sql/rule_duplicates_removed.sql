@@ -3,6 +3,7 @@
 -- is not the latest takes its order and amount away, on its own day and region.
 -- Only re-sent orders (more than one version, one of them in the window) have such versions,
 -- so only they are ranked.
+-- Versions are ranked exactly as the version SQL ranks them, the whole-row hash breaking ties.
 WITH resent AS (
     SELECT order_id
     FROM raw.orders
@@ -13,7 +14,8 @@ ranked AS (
     SELECT
         o.*,
         row_number() OVER (
-            PARTITION BY o.order_id ORDER BY o.ingested_at DESC, o.order_ts DESC, o.amount, o.status
+            PARTITION BY o.order_id
+            ORDER BY o.ingested_at DESC, o.order_ts DESC, o.amount, o.status, hash(o)
         ) AS newest_first
     FROM raw.orders AS o
     JOIN resent USING (order_id)

@@ -3,6 +3,7 @@
 -- its latest version's day and region; its refunds leave the day and region where legacy put
 -- them (the first-ingested version's).
 -- Only orders with some version cancelled or test can end that way, so only they are ranked.
+-- Versions are ranked exactly as the version SQL ranks them, the whole-row hash breaking ties.
 WITH suspects AS (
     SELECT DISTINCT order_id
     FROM raw.orders
@@ -15,10 +16,12 @@ versions AS (
     SELECT
         o.*,
         row_number() OVER (
-            PARTITION BY o.order_id ORDER BY o.ingested_at DESC, o.order_ts DESC, o.amount, o.status
+            PARTITION BY o.order_id
+            ORDER BY o.ingested_at DESC, o.order_ts DESC, o.amount, o.status, hash(o)
         ) AS newest_first,
         row_number() OVER (
-            PARTITION BY o.order_id ORDER BY o.ingested_at ASC, o.order_ts ASC, o.amount, o.status
+            PARTITION BY o.order_id
+            ORDER BY o.ingested_at ASC, o.order_ts ASC, o.amount, o.status, hash(o)
         ) AS oldest_first
     FROM raw.orders AS o
     JOIN suspects USING (order_id)

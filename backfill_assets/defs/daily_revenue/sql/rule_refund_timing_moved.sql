@@ -4,6 +4,7 @@
 -- order (latest status neither cancelled nor test) the amount leaves the legacy place and
 -- arrives at the v2 place; each side counts where its day is in the window.
 -- Only orders with a refund matter, so only their versions are ranked.
+-- Versions are ranked exactly as the version SQL ranks them, the whole-row hash breaking ties.
 WITH refunded AS (
     SELECT DISTINCT order_id FROM raw.refunds
 ),
@@ -18,10 +19,12 @@ versions AS (
     SELECT
         o.*,
         row_number() OVER (
-            PARTITION BY o.order_id ORDER BY o.ingested_at DESC, o.order_ts DESC, o.amount, o.status
+            PARTITION BY o.order_id
+            ORDER BY o.ingested_at DESC, o.order_ts DESC, o.amount, o.status, hash(o)
         ) AS newest_first,
         row_number() OVER (
-            PARTITION BY o.order_id ORDER BY o.ingested_at ASC, o.order_ts ASC, o.amount, o.status
+            PARTITION BY o.order_id
+            ORDER BY o.ingested_at ASC, o.order_ts ASC, o.amount, o.status, hash(o)
         ) AS oldest_first
     FROM raw.orders AS o
     JOIN touched USING (order_id)

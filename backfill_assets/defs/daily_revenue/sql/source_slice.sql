@@ -10,10 +10,10 @@ WITH touched AS (
     FROM raw.refunds
     WHERE refund_ts >= $start AND refund_ts < $end
 )
-SELECT t.day, 'raw.orders' AS source, o.ingested_at AS loaded_at, hash(o) AS row_hash
+SELECT t.day AS partition_start, 'raw.orders' AS source, o.ingested_at AS loaded_at, hash(o) AS row_hash
 FROM touched AS t
 JOIN raw.orders AS o USING (order_id)
 UNION ALL
-SELECT t.day, 'raw.refunds' AS source, r.ingested_at AS loaded_at, hash(r) AS row_hash
+SELECT t.day AS partition_start, 'raw.refunds' AS source, r.ingested_at AS loaded_at, hash(r) AS row_hash
 FROM touched AS t
 JOIN raw.refunds AS r USING (order_id)

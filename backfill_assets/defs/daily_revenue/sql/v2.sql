@@ -5,6 +5,8 @@
 -- Only the latest version of each order counts (greatest ingested_at). Orders whose latest status
 -- is cancelled or test are excluded, with their refunds. A refund is subtracted on the refund's
 -- own day, in the region of the order's latest version.
+-- Versions tied on every sort key are told apart by a hash of the whole row, so the choice never
+-- depends on how the rows are stored (legacy and the explained-difference rules rank the same way).
 -- The orders a window needs are those with a version or a refund in it (a semi-join: DuckDB
 -- reads only the row groups their ids fall in, not the whole history).
 WITH touched AS (
@@ -14,10 +16,10 @@ WITH touched AS (
 ),
 latest AS (
     SELECT *
-    FROM raw.orders
+    FROM raw.orders AS o
     WHERE order_id IN (SELECT order_id FROM touched)
     QUALIFY row_number() OVER (
-        PARTITION BY order_id ORDER BY ingested_at DESC, order_ts DESC, amount, status
+        PARTITION BY order_id ORDER BY ingested_at DESC, order_ts DESC, amount, status, hash(o)
     ) = 1
 ),
 kept AS (

@@ -1,15 +1,17 @@
 -- fct_orders, legacy logic.
 -- Grain: one row per order_id (its latest version), on the latest version's UTC order day.
+-- Versions tied on every sort key are told apart by a hash of the whole row: a rebuild picks
+-- the same one however the rows are stored.
 -- Window: [$start, $end). Every status included.
 -- customer_segment is the customer's *current* segment, so history shows today's segment.
 WITH latest AS (
     SELECT *
-    FROM raw.orders
+    FROM raw.orders AS o
     WHERE order_id IN (
         SELECT order_id FROM raw.orders WHERE order_ts >= $start AND order_ts < $end
     )
     QUALIFY row_number() OVER (
-        PARTITION BY order_id ORDER BY ingested_at DESC, order_ts DESC, amount, status
+        PARTITION BY order_id ORDER BY ingested_at DESC, order_ts DESC, amount, status, hash(o)
     ) = 1
 )
 SELECT

@@ -14,9 +14,9 @@ versions AS (
 customers_of_day AS (
     SELECT DISTINCT day, customer_id FROM versions
 )
-SELECT day, 'raw.orders' AS source, loaded_at, row_hash
+SELECT day AS partition_start, 'raw.orders' AS source, loaded_at, row_hash
 FROM versions
 UNION ALL
-SELECT d.day, 'raw.customers' AS source, CAST(NULL AS TIMESTAMP) AS loaded_at, hash(c) AS row_hash
+SELECT d.day AS partition_start, 'raw.customers' AS source, CAST(NULL AS TIMESTAMP) AS loaded_at, hash(c) AS row_hash
 FROM customers_of_day AS d
 JOIN raw.customers AS c USING (customer_id)
