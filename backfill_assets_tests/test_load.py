@@ -16,6 +16,8 @@ import pytest
 
 from backfill_assets.load import LoadError, load_file
 
+pytestmark = pytest.mark.reliability  # the loader's refusals are safety cases
+
 D = Decimal
 NEW_YORK = "America/New_York"
 
