@@ -150,11 +150,13 @@ def build_window(
         raise BuildError(
             f"{plan.name}/{version}: empty window {start}..{end}; end must be after start"
         )
-    if cadence.floor(start) != start:
-        raise BuildError(
-            f"{plan.name}/{version}: {start} is not the start of a {cadence.word} "
-            f"({cadence.floor(start)} is). Fix: give the first partition of the window."
-        )
+    for bound, which in ((start, "first"), (end, "one after the last")):
+        if cadence.floor(bound) != bound:
+            raise BuildError(
+                f"{plan.name}/{version}: {bound} is not the start of a {cadence.word} "
+                f"({cadence.floor(bound)} is). Fix: give the {which} partition of the window "
+                "(windows are [start, end) of partition starts)."
+            )
     if start < plan.first_partition:
         raise BuildError(
             f"{plan.name}/{version}: {cadence.label(start)} is before the first partition "

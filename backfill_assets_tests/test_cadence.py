@@ -344,3 +344,17 @@ def test_a_weekly_cycle_is_no_jump_with_seasonality_but_a_cliff_still_is(conn, t
     passed, summary = trend_of(conn, tmp_path, 7)
     assert not passed
     assert "1 day(s) jump" in summary and "2024-01-24: 20.00 vs median 100.00" in summary
+
+
+def test_a_build_window_must_end_on_a_partition_start(conn, tmp_path):
+    """A month cannot be built from one day of it: the window's end must start a partition."""
+    from backfill_assets.build import BuildError
+
+    plan = make_plan(tmp_path / "plan", "monthly", dt.date(2024, 1, 1), dt.date(2024, 3, 31))
+    fill_events(conn, dt.datetime(2024, 1, 1), dt.datetime(2024, 4, 1))
+    with pytest.raises(BuildError, match="2024-02-02 is not the start of a month") as error:
+        build_window(conn, plan, "v2", dt.date(2024, 2, 1), dt.date(2024, 2, 2), "bad")
+    assert "Fix:" in str(error.value)
+    assert conn.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'models'"
+    ).fetchone() == (0,)

@@ -15,6 +15,7 @@ from backfill_assets import cli
 from backfill_assets.build import build_window
 from backfill_assets.example.generator import TABLES, generate
 from backfill_assets.window_checks import run_window_checks
+from backfill_assets_tests.helpers import raw_checksums as table_checksums
 from backfill_assets_tests.helpers import shipped_plans
 
 PILOT_COUNTS = {"raw.orders": 10, "raw.refunds": 4, "raw.customers": 4}  # rows in the pilot CSVs
@@ -23,13 +24,7 @@ FIRST, LAST = dt.date(2024, 1, 1), dt.date(2024, 3, 31)
 
 def raw_checksums(conn: duckdb.DuckDBPyConnection) -> dict[str, tuple[int, str]]:
     """Row count and md5 of every raw table's rows, in a fixed order."""
-    return {
-        table: conn.execute(
-            "SELECT count(*), md5(coalesce(string_agg(CAST(t AS VARCHAR), '|' "
-            f"ORDER BY CAST(t AS VARCHAR)), '')) FROM {table} AS t"
-        ).fetchone()
-        for table in TABLES
-    }
+    return table_checksums(conn, TABLES)
 
 
 def export(conn: duckdb.DuckDBPyConnection, folder: Path, fmt: str, select: dict) -> dict:

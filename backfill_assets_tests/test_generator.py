@@ -9,6 +9,7 @@ import pytest
 
 from backfill_assets.example.generator import TABLES as RAW_TABLES
 from backfill_assets.example.generator import generate
+from backfill_assets_tests.helpers import raw_checksums as table_checksums
 
 PILOT_ORDER_IDS = 7  # 9000000001 .. 9000000007 in fixtures/pilot_orders.csv
 PILOT_COUNTS = {"raw.orders": 10, "raw.refunds": 4, "raw.customers": 4}  # rows in the pilot CSVs
@@ -16,13 +17,7 @@ PILOT_COUNTS = {"raw.orders": 10, "raw.refunds": 4, "raw.customers": 4}  # rows 
 
 def raw_checksums(conn: duckdb.DuckDBPyConnection) -> dict[str, tuple[int, str]]:
     """Row count and md5 of every raw table's rows, in a fixed order."""
-    return {
-        table: conn.execute(
-            "SELECT count(*), md5(coalesce(string_agg(CAST(t AS VARCHAR), '|' "
-            f"ORDER BY CAST(t AS VARCHAR)), '')) FROM {table} AS t"
-        ).fetchone()
-        for table in RAW_TABLES
-    }
+    return table_checksums(conn, RAW_TABLES)
 
 
 def counts(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:

@@ -908,6 +908,15 @@ def test_an_edit_in_place_is_found_by_the_periodic_full_scan_not_by_the_probes(w
     assert {plan_day(r) for r in found} == {(p, d) for p in PLAN_NAMES for (d,) in order_days}
 
 
+def monthly_runs(conn: duckdb.DuckDBPyConnection) -> dict[tuple[str, dt.date], str]:
+    """(version, month) -> the run that last built it, for the monthly plan."""
+    rows = conn.execute(
+        "SELECT version, partition_start::DATE, run_id FROM backfill.partition_evidence "
+        "WHERE model = 'monthly_active_customers'"
+    ).fetchall()
+    return {(version, month): run for version, month, run in rows}
+
+
 def test_a_late_order_in_a_past_month_repairs_exactly_that_month(warehouse, instance):
     """The monthly plan: one late order on 5 February is one repair, of February, for both
     versions; running it leaves the months equal to a rebuild from scratch."""
@@ -917,13 +926,7 @@ def test_a_late_order_in_a_past_month_repairs_exactly_that_month(warehouse, inst
         for version in monthly.version_names:
             build_window(conn, monthly, version, months[0], END, "initial-build")
         assert ensure_view(conn, monthly) == "legacy"
-        before = {
-            (v, m): run
-            for v, m, run in conn.execute(
-                "SELECT version, partition_start::DATE, run_id FROM backfill.partition_evidence "
-                "WHERE model = 'monthly_active_customers'"
-            ).fetchall()
-        }
+        before = monthly_runs(conn)
         append_late_rows(conn, [D2], rows_per_day=2, arrived_at=ARRIVED)
     assert D2.month == 2 and len(before) == 6
     defs = load_defs(warehouse)
@@ -941,13 +944,7 @@ def test_a_late_order_in_a_past_month_repairs_exactly_that_month(warehouse, inst
     result = run_request(defs, instance, request)
     assert result.success
     with connect(warehouse) as conn:
-        after = {
-            (v, m): run
-            for v, m, run in conn.execute(
-                "SELECT version, partition_start::DATE, run_id FROM backfill.partition_evidence "
-                "WHERE model = 'monthly_active_customers'"
-            ).fetchall()
-        }
+        after = monthly_runs(conn)
         # February was rebuilt by the repair run; January and March kept their builds.
         assert {k for k in after if after[k] != before[k]} == {
             (v, dt.date(2024, 2, 1)) for v in monthly.version_names
