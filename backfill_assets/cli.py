@@ -45,6 +45,24 @@ def parse_date(text: str) -> dt.date:
         ) from None
 
 
+LOCK_WAIT_SECONDS = 60  # how long a command waits for a run or sensor to let go of the file
+
+
+def waiting(opener, seconds: float = LOCK_WAIT_SECONDS) -> duckdb.DuckDBPyConnection:
+    """``opener()``, retried for up to ``seconds`` while another process (a run or a sensor of
+    ``dagster dev``) holds the warehouse file; a missing or damaged file fails at once."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return opener()
+        except WarehouseFileError:
+            raise
+        except duckdb.IOException as error:
+            if "lock" not in str(error).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
 def connect() -> duckdb.DuckDBPyConnection:
     """Open the configured warehouse for a command that writes sources (``seed``, ``load``),
     creating the file and its folder on first use. An existing file is read through first, so
@@ -52,28 +70,18 @@ def connect() -> duckdb.DuckDBPyConnection:
     path = Path(settings.warehouse_path())
     check_warehouse_name(str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    return open_checked(str(path), create=True)
+    return waiting(lambda: open_checked(str(path), create=True))
 
 
 def connect_existing() -> duckdb.DuckDBPyConnection:
     """Open the configured warehouse for a command that needs its data; a missing file is an
     error (none is created) and a damaged one is refused, both naming the fix."""
-    return open_checked(settings.warehouse_path())
+    return waiting(lambda: open_checked(settings.warehouse_path()))
 
 
-def read_only_waiting(path: str, seconds: float = 60) -> duckdb.DuckDBPyConnection:
-    """A read-only connection for a command that only reads, waiting up to ``seconds`` while a
-    run holds the file for writing (``dagster dev`` may be running beside the command)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            return open_read_only(path)
-        except WarehouseFileError:
-            raise
-        except duckdb.IOException as error:
-            if "lock" not in str(error).lower() or time.monotonic() > deadline:
-                raise
-            time.sleep(1)
+def read_only_waiting(path: str) -> duckdb.DuckDBPyConnection:
+    """A read-only connection for a command that only reads, waiting while a run writes."""
+    return waiting(lambda: open_read_only(path))
 
 
 def catalog(args: argparse.Namespace) -> Catalog:

@@ -131,7 +131,7 @@ def summary_text(plan: Plan, entry: LogEntry) -> str:
         "",
         f"From the UI: Jobs → `rollback_{plan.name}_job`, with config "
         f"`ops: {{rollback_{plan.name}: {{config: {{by: ..., reason: ...}}}}}}`. It checks "
-        "the previous version's days again first and names any that fail.",
+        "the previous version's partitions again first and names any that fail.",
         "",
     ]
     return "\n".join(lines)

@@ -117,3 +117,19 @@ def test_a_runs_warehouse_connection_is_capped_at_the_resources_memory_limit(war
         assert conn.execute("SELECT current_setting('memory_limit')").fetchone()[0] == limit(
             {"memory_limit": "300MB"}
         )
+
+
+def test_every_window_check_says_what_it_proves_in_the_plans_words():
+    from backfill_assets_tests.helpers import load_definitions, shipped_plans
+
+    defs = load_definitions()
+    graph = defs.resolve_asset_graph()
+    for plan in shipped_plans():
+        key = dg.AssetKey(["analytics", plan.name])
+        specs = [graph.get_check_spec(k) for k in graph.get_check_keys_for_assets([key])]
+        assert specs
+        for spec in specs:
+            assert spec.description and spec.description != spec.name, spec.name
+            assert "{word}" not in spec.description
+        complete = next(s for s in specs if s.name == "window_is_complete")
+        assert f"Every {plan.cadence.word} of the window" in complete.description

@@ -17,6 +17,7 @@ import datetime as dt
 import random
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -307,6 +308,35 @@ def test_status_on_a_sound_copy_of_the_same_warehouse_succeeds(
     assert cli.main(["status"]) == 0
     assert "fct_orders" in capsys.readouterr().out
     assert cli.main(["check"]) == 0
+
+
+def test_a_command_waits_for_a_run_holding_the_warehouse(built_bytes, tmp_path, monkeypatch):
+    """With dagster dev beside it, a run or sensor may hold the file: the command waits for it
+    instead of failing at once on DuckDB's lock (here a writer holding it for 3 s)."""
+    path = tmp_path / "warehouse.duckdb"
+    path.write_bytes(built_bytes[0])
+    monkeypatch.setenv("BACKFILL_WAREHOUSE", str(path))
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time\n"
+            "c = duckdb.connect(sys.argv[1])\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(3)\n",
+            str(path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        started = time.monotonic()
+        assert cli.main(["status"]) == 0
+        assert time.monotonic() - started >= 1.0  # it waited for the holder to let go
+    finally:
+        holder.wait(timeout=30)
+        holder.stdout.close()
 
 
 # --------------------------------------------------------------------------------------------

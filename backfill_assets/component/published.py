@@ -47,17 +47,35 @@ PUBLISHED = "published"  # window-check config: the version users see now
 SETTLE_SECONDS = 60  # quiet time after the last write before window checks run
 SCHEDULE_TAG = "dagster/schedule_name"  # the tag Dagster puts on runs a schedule launched
 
-CHECK_DESCRIPTIONS = {
-    "window_is_complete": "Every day of the window has evidence and enough rows.",
-    "every_partition_passed_checks": "Every partition of the window passed its own checks.",
-    "built_with_current_code": "Every day was built with the plan's current code_version.",
-    "built_from_current_sources": "No source row of any day changed since it was built.",
-    "reconciles_with_baseline": "Every difference from the baseline is explained by a rule.",
-    "trend_has_no_unexplained_jumps": "No day jumps away from its rolling median.",
-    "enrichment_coverage_met": "Rows per day equal the baseline; the new column is filled.",
-    "is_fresh": "The newest day built is not older than the newest complete source day.",
-    "sources_are_valid": "No source row has a required column empty.",
+CHECK_DESCRIPTIONS = {  # {word}: the plan's partition, day, hour, week or month
+    "window_is_complete": "Every {word} of the window has evidence and enough rows; a failure "
+    "names the {word}s never built or too thin.",
+    "every_partition_passed_checks": "Every {word} of the window passed its own checks (unique "
+    "key, null rates, known records); a failure names the {word}s and the checks.",
+    "built_with_current_code": "Every {word} was built with the plan's current code_version; a "
+    "failure names the {word}s built with older code.",
+    "built_from_current_sources": "No source row of any {word} changed since it was built; a "
+    "failure names the {word}s to rebuild.",
+    "sources_are_valid": "No source row leaves a required column empty; a failure names the "
+    "columns and rows.",
+    "reconciles_with_baseline": "Every difference from the baseline is explained by a named "
+    "rule within the tolerance; a failure names the groups with an unexplained residual.",
+    "trend_has_no_unexplained_jumps": "No {word} jumps away from the median around it (of the "
+    "same phase, with seasonality); a failure names the {word}s.",
+    "enrichment_coverage_met": "Rows per {word} equal the baseline and the new column is filled "
+    "often enough; a failure names the {word}s and the coverage.",
+    "is_fresh": "A warning: the newest {word} built is not older than the newest complete "
+    "source {word}.",
 }
+
+
+def check_description(plan: Plan, name: str) -> str:
+    """What a window check proves and what its failure means, in the plan's words."""
+    for rule in plan.spec.checks.referential_integrity:
+        if rule.name == name:
+            kind = "blocks promotion" if rule.severity == "error" else "a warning"
+            return f"Referential integrity ({kind}): {rule.description}"
+    return CHECK_DESCRIPTIONS.get(name, name).format(word=plan.cadence.word)
 
 
 class WindowCheckConfig(dg.Config):
@@ -89,7 +107,7 @@ class RollbackConfig(dg.Config):
     reason: str = Field(description="Why, for the log.")
     force: bool = Field(
         default=False,
-        description="Roll back even if days of the previous version now fail their checks; "
+        description="Roll back even if partitions of the previous version now fail their checks; "
         "the log records that it was forced and which checks failed.",
     )
 
@@ -173,7 +191,7 @@ def build_published(plan: Plan) -> dg.Definitions:
     @dg.multi_asset_check(
         name=f"{plan.name}_window_checks",
         specs=[
-            dg.AssetCheckSpec(name, asset=key, description=CHECK_DESCRIPTIONS.get(name, name))
+            dg.AssetCheckSpec(name, asset=key, description=check_description(plan, name))
             for name in window_check_names(plan)
         ],
         pool="duckdb",
@@ -302,7 +320,8 @@ def build_published(plan: Plan) -> dg.Definitions:
     @dg.job(
         name=f"promote_{plan.name}_job",
         description=(
-            f"Publish a version of {plan.name} if every check passed for every day of the window"
+            f"Publish a version of {plan.name} if every check passed for every "
+            f"{plan.cadence.word} of the window"
             + (" and a plan approver approved it." if plan.spec.risk == "high" else ".")
         ),
     )

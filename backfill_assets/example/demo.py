@@ -149,7 +149,7 @@ def run_demo(orders_per_day: int = 200, seed: int = 42) -> int:
     print(
         "\nOpen the UI on this warehouse and instance:\n"
         "  .venv/bin/backfill-assets ui        # then http://127.0.0.1:3000\n"
-        "The demo's backfill is under Overview → Backfills; its runs, the checks on every\n"
+        "The demo's backfill is under Runs → Backfills; its runs, the checks on every\n"
         "asset and the promotions (materializations of analytics/*) are all there."
     )
     return 0 if ok else 1
