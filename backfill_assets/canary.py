@@ -50,10 +50,7 @@ def sample_partitions(plan: Plan) -> list[Partition]:
         daily = Cadence("daily", cadence.timezone)
         chosen |= {daily.utc(day) for day in days}
         zone = cadence.zone
-        offsets = [
-            dt.datetime.combine(p, dt.time(), tzinfo=dt.UTC).astimezone(zone).utcoffset()
-            for p in partitions
-        ]
+        offsets = [p.replace(tzinfo=dt.UTC).astimezone(zone).utcoffset() for p in partitions]
         for i in range(1, len(partitions)):
             if offsets[i] != offsets[i - 1]:  # a daylight-saving change: the hours around it
                 chosen |= {partitions[i - 1], partitions[i]}

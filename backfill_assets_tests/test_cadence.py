@@ -358,3 +358,29 @@ def test_a_build_window_must_end_on_a_partition_start(conn, tmp_path):
     assert conn.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'models'"
     ).fetchone() == (0,)
+
+
+def test_the_canary_samples_the_hours_around_a_clock_change(tmp_path):
+    """An hourly plan's canary holds the hours on both sides of the fall-back change (05:00 and
+    06:00 UTC on 3 November 2024 in New York) and the first and last hour of the window."""
+    from backfill_assets.canary import sample_partitions
+
+    plan = make_plan(
+        tmp_path / "plan", "hourly", dt.date(2024, 11, 1), dt.date(2024, 11, 5), NEW_YORK
+    )
+    sample = sample_partitions(plan)
+    # New York was UTC-4 before 06:00 UTC on 3 November and UTC-5 from then on.
+    assert {dt.datetime(2024, 11, 3, 5), dt.datetime(2024, 11, 3, 6)} <= set(sample)
+    assert sample[0] == plan.window_partitions[0] == dt.datetime(2024, 11, 1, 4)
+    assert sample[-1] == plan.window_partitions[-1] == dt.datetime(2024, 11, 6, 4)
+    assert len(sample) < len(plan.window_partitions) / 10
+
+
+def test_the_canary_of_a_monthly_plan_holds_february_and_the_year_end(tmp_path):
+    from backfill_assets.canary import sample_partitions
+
+    plan = make_plan(tmp_path / "plan", "monthly", dt.date(2023, 11, 1), dt.date(2024, 3, 31))
+    assert sample_partitions(plan) == [
+        dt.date(2023, 11, 1), dt.date(2023, 12, 1), dt.date(2024, 1, 1),
+        dt.date(2024, 2, 1), dt.date(2024, 3, 1),
+    ]  # fmt: skip
