@@ -174,11 +174,6 @@ def chunks(
         yield group[0], cadence.next(group[-1])
 
 
-def day_spans(days: list[dt.date]) -> list[tuple[dt.date, dt.date]]:
-    """Consecutive days folded into inclusive ``(first, last)`` spans, oldest first."""
-    return Cadence("daily").spans(days)
-
-
 def stamp(start: Partition) -> dt.datetime:
     """A partition start as the TIMESTAMP the evidence stores it as."""
     return start if isinstance(start, dt.datetime) else dt.datetime.combine(start, dt.time())
