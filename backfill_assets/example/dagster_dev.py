@@ -310,6 +310,34 @@ class DagsterDev:
         )
         return data["runOrError"]["status"]
 
+    def failure_reasons(self, run_id: str, most: int = 3) -> list[str]:
+        """Why a run failed: the first messages of its step and run failure events."""
+        data = self.graphql(
+            """
+            query R($id: ID!) {
+              runOrError(runId: $id) {
+                ... on Run {
+                  eventConnection {
+                    events {
+                      __typename
+                      ... on ExecutionStepFailureEvent { error { message } }
+                      ... on RunFailureEvent { message }
+                    }
+                  }
+                }
+              }
+            }
+            """,
+            {"id": run_id},
+        )
+        events = data["runOrError"].get("eventConnection", {}).get("events", [])
+        reasons = [
+            (event.get("error") or {}).get("message") or event.get("message") or ""
+            for event in events
+            if event["__typename"] in ("ExecutionStepFailureEvent", "RunFailureEvent")
+        ]
+        return [reason.strip() for reason in reasons if reason.strip()][:most]
+
     def wait_run(self, run_id: str, timeout: float = 600) -> str:
         deadline = time.monotonic() + timeout
         while (status := self.run_status(run_id)) not in FINISHED_RUN:
