@@ -85,16 +85,10 @@ def read_only_waiting(path: str) -> duckdb.DuckDBPyConnection:
 
 
 def catalog(args: argparse.Namespace) -> Catalog:
-    """The plans of the chosen defs folder.
-
-    Plans that do not declare a source's columns take them from the warehouse, and a warehouse
-    that cannot be read would leave them unbound with a misleading error: an existing file is
-    therefore read through first (a missing one is fine: ``check`` needs none).
-    """
-    path = settings.warehouse_path()
-    if Path(path).exists():
-        _read_through_unless_busy(path)
-    return load_catalog(args.defs, path)
+    """The plans of the chosen defs folder (sources declared without columns take them from
+    the warehouse when it can be read). Commands that need the data read the file through
+    when they open it (``connect_existing``, ``connect``), so it is not read twice here."""
+    return load_catalog(args.defs, settings.warehouse_path())
 
 
 def _read_through_unless_busy(path: str) -> None:
@@ -134,6 +128,12 @@ def cmd_load(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    # Plans whose sources declare no columns are bound against the warehouse: a damaged one
+    # would leave them unbound and "ok", so an existing file is read through first (a missing
+    # one is fine: checking plans needs no warehouse).
+    path = settings.warehouse_path()
+    if Path(path).exists():
+        _read_through_unless_busy(path)
     found = catalog(args)
     for plan in found.plans:
         print(f"ok      {plan.name} ({plan.path})")
