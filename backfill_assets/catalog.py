@@ -11,9 +11,11 @@ share a name or a physical table (DuckDB ignores case in names, so neither does 
 two plans that read the same source table must declare it the same way.
 """
 
+import hashlib
 import os
 import tomllib
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -81,9 +83,22 @@ def default_defs_root(start: Path | None = None) -> Path:
 def _spec_only(path: Path) -> PlanSpec | None:
     """A plan's fields without its SQL, or None when the file or its fields do not validate
     (its own load says why). Read as strictly as the plan's own load: a sibling whose file is
-    malformed, or has a key written twice, is skipped rather than guessed at."""
+    malformed, or has a key written twice, is skipped rather than guessed at.
+
+    Every plan of a defs folder reads every other plan's fields (``conflicts``,
+    ``owned_sources``), so a file is parsed once for as long as its bytes stay the same."""
     try:
-        return PlanSpec.model_validate(read_plan_file(path))
+        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
+    return _parsed_spec(str(Path(path).resolve()), digest)
+
+
+@lru_cache(maxsize=1024)
+def _parsed_spec(path: str, digest: str) -> PlanSpec | None:
+    """``_spec_only`` of one content of a file (``digest`` of its bytes is the cache key)."""
+    try:
+        return PlanSpec.model_validate(read_plan_file(Path(path)))
     except (PlanError, ValidationError):
         return None
 
@@ -138,13 +153,13 @@ def conflicts(path: Path, spec: PlanSpec, others: list[Path]) -> list[str]:
     return problems
 
 
-def owned_sources(plan: Plan, defs_root: Path) -> list[str]:
-    """The source tables whose asset this plan defines: those no plan before it (in path
-    order) declares. Dagster wants one definition per asset key, and plans agree on a shared
-    source's declaration anyway."""
+def owned_sources(plan: Plan, plans: list[Path]) -> list[str]:
+    """The source tables whose asset this plan defines: those no plan before it in ``plans``
+    (the defs folder's ``plan_files``, in path order) declares. Dagster wants one definition
+    per asset key, and plans agree on a shared source's declaration anyway."""
     owned = []
     earlier = []
-    for path in plan_files(defs_root):
+    for path in plans:
         if path.resolve() == plan.path.resolve():
             break
         spec = _spec_only(path)
@@ -168,8 +183,9 @@ def warehouse_catalog(path: str, tables: list[str]) -> dict[str, dict[str, str]]
         return {}
 
 
-def load_checked(path: Path, defs_root: Path, warehouse: str | None = None) -> Plan:
-    """Load one plan and check it against the other plans under ``defs_root``.
+def load_checked(path: Path, plans: list[Path], warehouse: str | None = None) -> Plan:
+    """Load one plan and check it against the other plans of its defs folder (``plans``, its
+    ``plan_files``).
 
     Sources declared without ``columns`` are bound against ``warehouse`` (a DuckDB file path)
     when it has them.
@@ -181,7 +197,7 @@ def load_checked(path: Path, defs_root: Path, warehouse: str | None = None) -> P
         undeclared = [s.table for s in spec.sources if s.columns is None]
         catalog = warehouse_catalog(warehouse, undeclared) if undeclared else {}
     plan = load_plan(path, catalog)
-    problems = conflicts(path, plan.spec, plan_files(defs_root))
+    problems = conflicts(path, plan.spec, plans)
     if problems:
         raise PlanError(
             f"Plan {path} cannot be loaded ({len(problems)} problem(s)):\n"
@@ -212,10 +228,11 @@ class Catalog:
 def load_catalog(defs_root: Path | None = None, warehouse: str | None = None) -> Catalog:
     """Every plan under ``defs_root`` (default: ``default_defs_root()``)."""
     root = defs_root or default_defs_root()
+    files = plan_files(root)
     plans, errors = [], {}
-    for path in plan_files(root):
+    for path in files:
         try:
-            plans.append(load_checked(path, root, warehouse))
+            plans.append(load_checked(path, files, warehouse))
         except PlanError as error:
             errors[path] = error
     return Catalog(sorted(plans, key=lambda p: p.name), errors)

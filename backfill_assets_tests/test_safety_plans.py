@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from backfill_assets.build import BuildError, build_window
-from backfill_assets.catalog import load_catalog, load_checked
+from backfill_assets.catalog import load_catalog, load_checked, plan_files
 from backfill_assets.component.models import build_model_asset
 from backfill_assets.component.resources import Warehouse, session
 from backfill_assets.example.generator import generate
@@ -103,7 +103,9 @@ def test_sql_closing_the_wrapper_to_add_statements_is_refused_at_load(
 
     message = assert_refused(plan_file, SQL_FIELDS[relative])
     assert ONE_QUERY in message and str(plan_file.parent / relative) in message
-    catalog_message = refusal(lambda: load_checked(plan_file, tmp_path, str(warehouse_file)))
+    catalog_message = refusal(
+        lambda: load_checked(plan_file, plan_files(tmp_path), str(warehouse_file))
+    )
     assert ONE_QUERY in catalog_message
 
     assert promotions(warehouse_file) == rows
@@ -142,7 +144,7 @@ def test_sql_that_is_not_one_select_is_refused_at_load(
     message = assert_refused(plan_file, "versions[v2].sql")
     assert ONE_QUERY in message and reason in message
     assert "Fix: write one SELECT" in message
-    refusal(lambda: load_checked(plan_file, tmp_path, str(warehouse_file)))
+    refusal(lambda: load_checked(plan_file, plan_files(tmp_path), str(warehouse_file)))
 
     assert promotions(warehouse_file) == rows
     for created in ("attached.duckdb", "copied.csv", "exported"):

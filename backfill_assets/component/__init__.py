@@ -28,7 +28,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from backfill_assets.catalog import load_checked, owned_sources
+from backfill_assets.catalog import load_checked, owned_sources, plan_files
 from backfill_assets.component.models import build_model_asset, source_spec
 from backfill_assets.component.preflight import build_preflight
 from backfill_assets.component.published import build_published
@@ -92,11 +92,10 @@ class BackfillPlan(dg.Component, dg.Model, dg.Resolvable):
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         folder = context.path if context.path.is_dir() else context.path.parent
+        plans = plan_files(context.defs_module_path)
         try:
-            plan = load_checked(
-                Path(folder) / self.plan, context.defs_module_path, warehouse_path()
-            )
+            plan = load_checked(Path(folder) / self.plan, plans, warehouse_path())
         except PlanError as error:
             return broken_plan_definitions(folder.name, error)
-        sources = owned_sources(plan, context.defs_module_path)
+        sources = owned_sources(plan, plans)
         return plan_definitions(plan, self.late_data, sources)
