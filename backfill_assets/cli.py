@@ -21,7 +21,6 @@ import datetime as dt
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import duckdb
@@ -29,10 +28,12 @@ import duckdb
 from backfill_assets import settings
 from backfill_assets.catalog import Catalog, default_defs_root, load_catalog
 from backfill_assets.warehouse import (
+    WarehouseBusyError,
     WarehouseFileError,
     check_warehouse_name,
     open_checked,
     open_read_only,
+    retry_while_locked,
 )
 
 
@@ -49,18 +50,9 @@ LOCK_WAIT_SECONDS = 60  # how long a command waits for a run or sensor to let go
 
 
 def waiting(opener, seconds: float = LOCK_WAIT_SECONDS) -> duckdb.DuckDBPyConnection:
-    """``opener()``, retried for up to ``seconds`` while another process (a run or a sensor of
-    ``dagster dev``) holds the warehouse file; a missing or damaged file fails at once."""
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            return opener()
-        except WarehouseFileError:
-            raise
-        except duckdb.IOException as error:
-            if "lock" not in str(error).lower() or time.monotonic() > deadline:
-                raise
-            time.sleep(1)
+    """``opener()``, retried while another process (a run or a sensor of ``dagster dev``)
+    holds the warehouse file; a missing or damaged file fails at once."""
+    return retry_while_locked(opener, settings.warehouse_path(), seconds, "run the command again")
 
 
 def connect() -> duckdb.DuckDBPyConnection:
@@ -365,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, KeyError, duckdb.Error, OSError) as error:
+    except (ValueError, KeyError, duckdb.Error, OSError, WarehouseBusyError) as error:
         print(f"backfill-assets {args.command}: {error}", file=sys.stderr)
         return 1
 

@@ -193,27 +193,19 @@ def catalog_relation(schema: str, table: str) -> str:
     return ".".join('"' + name.replace('"', '""') + '"' for name in (schema, table))
 
 
-def connect_waiting(path: str, wait_seconds: float, config: dict | None = None):
-    """Open the warehouse for writing, waiting up to ``wait_seconds`` for another writer.
+def retry_while_locked(opener, path: str, wait_seconds: float, then: str):
+    """``opener()``, retried with a growing pause while another process holds the file's lock.
 
-    DuckDB lets one process write a file; a second one (an analyst's shell, a stray run) makes
-    this wait and retry. Past the wait it raises ``WarehouseBusyError`` naming the holder and
-    the fix; nothing has been written by then. An existing file is read through first
-    (``read_through``): a run never writes into a damaged warehouse.
+    DuckDB lets one process write a file; a second one (an analyst's shell, a run, a sensor)
+    makes this wait. Past ``wait_seconds`` it raises ``WarehouseBusyError`` naming the holder
+    and the fix, ending with ``then`` (what to do once the holder is gone). Any other error,
+    a missing or damaged file included, is raised at once.
     """
-    check_warehouse_name(path)
-    existed = is_local_file(path) and Path(path).exists()
     deadline = time.monotonic() + wait_seconds
     pause = 0.5
     while True:
         try:
-            with damage_reported(path):
-                conn = duckdb.connect(path, config={"memory_limit": MEMORY_LIMIT, **(config or {})})
-            # No terminal progress bar: run logs and sensor ticks are not terminals.
-            conn.execute("SET enable_progress_bar = false")
-            if existed:
-                read_through(conn, path)
-            return conn
+            return opener()
         except duckdb.IOException as error:
             if "lock" not in str(error).lower():
                 raise
@@ -222,11 +214,31 @@ def connect_waiting(path: str, wait_seconds: float, config: dict | None = None):
                 raise WarehouseBusyError(
                     f"The warehouse {path} is held by {_lock_holder(error)} and stayed locked for "
                     f"{wait_seconds:.0f}s. Nothing was written. Fix: close that DuckDB session "
-                    "(DuckDB allows one writing process per file) or wait for it to finish, then "
-                    "re-execute this run."
+                    f"(DuckDB allows one writing process per file) or wait for it to finish, then "
+                    f"{then}."
                 ) from error
             time.sleep(min(pause, remaining))
             pause = min(pause * 2, 5.0)
+
+
+def connect_waiting(path: str, wait_seconds: float, config: dict | None = None):
+    """Open the warehouse for writing, waiting up to ``wait_seconds`` for another writer
+    (``retry_while_locked``); nothing has been written when it gives up. An existing file is
+    read through first (``read_through``): a run never writes into a damaged warehouse.
+    """
+    check_warehouse_name(path)
+    existed = is_local_file(path) and Path(path).exists()
+
+    def opener() -> duckdb.DuckDBPyConnection:
+        with damage_reported(path):
+            conn = duckdb.connect(path, config={"memory_limit": MEMORY_LIMIT, **(config or {})})
+        # No terminal progress bar: run logs and sensor ticks are not terminals.
+        conn.execute("SET enable_progress_bar = false")
+        if existed:
+            read_through(conn, path)
+        return conn
+
+    return retry_while_locked(opener, path, wait_seconds, "re-execute this run")
 
 
 @contextmanager
