@@ -65,9 +65,13 @@ class Window(_Strict):
 
 class Partitions(_Strict):
     """The model's partitions: one per hour, day, week or month of ``timezone``, from
-    ``start`` (a day; midnight of it for hourly) up to the last complete one."""
+    ``start`` (a day; midnight of it for hourly) up to the one holding ``end`` (a day,
+    inclusive) or, without ``end``, up to the last complete one: a model that keeps growing
+    leaves it unset; a model whose history is closed (the example data ends in 2025) sets it, so
+    the UI does not list partitions that will never have data as missing."""
 
     start: dt.date
+    end: dt.date | None = None
     cadence: Literal["hourly", "daily", "weekly", "monthly"] = "daily"
     timezone: Text = "UTC"
     week_start: Literal[WEEKDAYS] = "monday"  # type: ignore[valid-type]
@@ -220,7 +224,8 @@ _FIXES = {
     "partition_column": "partition_column: event_date (the output's DATE column holding each "
     "row's partition; a TIMESTAMP of the UTC hour for hourly plans)",
     "partitions": "partitions: {cadence: daily, start: 2024-01-01, timezone: UTC} (cadence "
-    "hourly | daily | weekly | monthly; week_start for weekly)",
+    "hourly | daily | weekly | monthly; week_start for weekly; end: the last day covered, "
+    "optional, not before window.end)",
     "window": "window: {start: 2024-01-01, end: 2025-12-31} (inside the partitions, end >= start)",
     "sources": "sources: - {table: raw.events, event_time: event_ts, loaded_at: ingested_at, "
     "required: [event_id]} (one entry per table the SQL reads; dimensions without event_time)",
@@ -330,6 +335,17 @@ class Plan:
 
     def model_table(self, version: str) -> str:
         return qualified("models", self.table_name(version))
+
+    def asset_path(self, version: str) -> list[str]:
+        """A version's asset key in Dagster, mirroring its table: ``models/<name>__<version>``.
+
+        The UI labels a node with the key's last part, so each version (and the published view,
+        ``analytics/<name>``) reads differently in the graph."""
+        return ["models", self.table_name(version)]
+
+    @property
+    def published_path(self) -> list[str]:
+        return ["analytics", self.name]
 
     @property
     def view(self) -> str:
@@ -491,6 +507,14 @@ def _validate_semantics(
             (
                 "window.start",
                 f"{spec.window.start} is before partitions.start {spec.partitions.start}",
+            )
+        )
+    if spec.partitions.end is not None and spec.partitions.end < spec.window.end:
+        problems.append(
+            (
+                "partitions.end",
+                f"{spec.partitions.end} is before window.end {spec.window.end}; partitions must "
+                f"cover the window: set it to {spec.window.end} or later, or remove it",
             )
         )
     cadence = spec.partitions.of

@@ -1,7 +1,7 @@
 """Preflight: the one-page backfill plan the runbook asks for, with an estimate and blockers.
 
 ``backfill-assets plan <name>`` prints it (exit 1 when something blocks the backfill) and the
-``preflight/<plan>`` asset attaches it to the UI. It reads the warehouse only:
+``preflight/<plan>__preflight`` asset attaches it to the UI. It reads the warehouse only:
 
 - the inventory: target, grain and key, cadence and window, sources and their coverage of the
   window (first and last partition with rows, partitions with none), versions and what

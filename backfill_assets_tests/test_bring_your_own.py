@@ -73,8 +73,8 @@ UNKNOWN_PLAN_EVENTS = 3  # plan_code gold_legacy is not in plans.csv; every vers
 
 SKELETON_FILES = ["defs.yaml", "plan.yaml", "sql/legacy.sql", "sql/v2.sql"]
 TEAM_ASSETS = {
-    "legacy/daily_billings",
-    "v2/daily_billings",
+    "models/daily_billings__legacy",
+    "models/daily_billings__v2",
     "analytics/daily_billings",
     "raw/subscription_events",
     "raw/plans",
@@ -316,7 +316,7 @@ def scaffold_and_adopt(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     )
     assert f"name: {PLAN}\n" in (folder / "plan.yaml").read_text()
     skeleton = checked_defs(project, env)
-    assert {"legacy/daily_billings", "v2/daily_billings", "raw/events"} <= skeleton["assets"]
+    assert {"models/daily_billings__legacy", "models/daily_billings__v2", "raw/events"} <= skeleton["assets"]
 
     # The team edits the skeleton: its own plan.yaml and SQL replace the examples.
     (folder / "plan.yaml").unlink()
@@ -375,7 +375,7 @@ def backfill_both_versions(dev: DagsterDev, warehouse: Path, expected: dict[str,
     """One partition backfill of legacy and v2 over the window, as the UI launches it; every
     day of both versions has one evidence row and the tables equal the hand computation."""
     backfill_id = dev.launch_backfill(
-        [[version, PLAN] for version in VERSIONS],
+        [["models", f"{PLAN}__{version}"] for version in VERSIONS],
         FIRST.isoformat(),
         LAST.isoformat(),
         "BYO: daily_billings legacy + v2",

@@ -384,3 +384,37 @@ def test_the_canary_of_a_monthly_plan_holds_february_and_the_year_end(tmp_path):
         dt.date(2023, 11, 1), dt.date(2023, 12, 1), dt.date(2024, 1, 1),
         dt.date(2024, 2, 1), dt.date(2024, 3, 1),
     ]  # fmt: skip
+
+
+def with_partitions_end(plan: Plan, end: dt.date) -> Plan:
+    path = plan.path
+    text = path.read_text()
+    path.write_text(text.replace("partitions: {", f"partitions: {{end: {end}, ", 1))
+    return load_plan(path)
+
+
+@pytest.mark.parametrize(
+    ("cadence", "zone", "first", "window_last", "end", "count", "last_key"),
+    [
+        ("daily", "UTC", dt.date(2024, 1, 1), dt.date(2024, 2, 1), dt.date(2024, 3, 10), 70,
+         "2024-03-10"),
+        ("weekly", "UTC", dt.date(2024, 1, 1), dt.date(2024, 1, 7), dt.date(2024, 1, 17), 3,
+         "2024-01-15"),
+        ("monthly", "UTC", dt.date(2024, 1, 1), dt.date(2024, 1, 31), dt.date(2024, 3, 10), 3,
+         "2024-03-01"),
+        ("hourly", NEW_YORK, dt.date(2024, 3, 9), dt.date(2024, 3, 9), dt.date(2024, 3, 10),
+         24 + 23, "2024-03-10-23:00"),
+    ],
+)  # fmt: skip
+def test_partitions_end_at_the_plans_end_day(
+    tmp_path, cadence, zone, first, window_last, end, count, last_key
+):
+    plan = with_partitions_end(make_plan(tmp_path, cadence, first, window_last, zone), end)
+    keys = partitions_def(plan).get_partition_keys()
+    assert (len(keys), keys[-1]) == (count, last_key)
+
+
+def test_partitions_ending_before_the_window_refuse_to_load(tmp_path):
+    plan = make_plan(tmp_path, "daily", dt.date(2024, 1, 1), dt.date(2024, 3, 31))
+    with pytest.raises(Exception, match=r"partitions\.end.*before window\.end 2024-03-31"):
+        with_partitions_end(plan, dt.date(2024, 3, 1))

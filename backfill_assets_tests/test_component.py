@@ -90,10 +90,10 @@ def test_two_plans_with_different_starts_load_beside_a_broken_one(three_plans, m
         if graph.get(key).partitions_def is not None
     }
     assert starts == {
-        "legacy/revenue": dt.date(2024, 1, 1),
-        "v2/revenue": dt.date(2024, 1, 1),
-        "legacy/spring_orders": dt.date(2024, 3, 1),
-        "v2/spring_orders": dt.date(2024, 3, 1),
+        "models/revenue__legacy": dt.date(2024, 1, 1),
+        "models/revenue__v2": dt.date(2024, 1, 1),
+        "models/spring_orders__legacy": dt.date(2024, 3, 1),
+        "models/spring_orders__v2": dt.date(2024, 3, 1),
     }
     sensors = {s.name for s in defs.sensors}
     assert {"late_data_revenue_sensor", "late_data_spring_orders_sensor"} <= sensors
@@ -158,5 +158,5 @@ def test_the_skeleton_loads_as_it_is_scaffolded(tmp_path, warehouse_file, monkey
     name = plan_name(target)
     assert name == "my_first_plan"
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert {f"legacy/{name}", f"v2/{name}", f"analytics/{name}", "raw/events"} <= keys
+    assert {f"models/{name}__legacy", f"models/{name}__v2", f"analytics/{name}", "raw/events"} <= keys
     assert not any(k.startswith(PLAN_ERRORS) for k in keys)

@@ -20,10 +20,10 @@ def defs() -> dg.Definitions:
 
 
 MODELS = [
-    ["legacy", "daily_revenue"],
-    ["v2", "daily_revenue"],
-    ["legacy", "fct_orders"],
-    ["v2", "fct_orders"],
+    ["models", "daily_revenue__legacy"],
+    ["models", "daily_revenue__v2"],
+    ["models", "fct_orders__legacy"],
+    ["models", "fct_orders__v2"],
 ]
 
 
@@ -44,7 +44,7 @@ def test_model_code_versions_come_from_the_plans(defs):
     graph = defs.resolve_asset_graph()
     for plan in shipped_plans():
         for version in plan.spec.versions:
-            node = graph.get(dg.AssetKey([version.name, plan.name]))
+            node = graph.get(dg.AssetKey(["models", f"{plan.name}__{version.name}"]))
             assert node.code_version == version.code_version
 
 
@@ -57,10 +57,10 @@ def test_each_model_has_one_blocking_per_day_check(defs):
         assert graph.get(key).blocking
     # Known records describe the candidate only, and the check says which sub-checks it runs.
     v2 = graph.get(
-        dg.AssetCheckKey(dg.AssetKey(["v2", "daily_revenue"]), "partition_checks_passed")
+        dg.AssetCheckKey(dg.AssetKey(["models", "daily_revenue__v2"]), "partition_checks_passed")
     )
     legacy = graph.get(
-        dg.AssetCheckKey(dg.AssetKey(["legacy", "daily_revenue"]), "partition_checks_passed")
+        dg.AssetCheckKey(dg.AssetKey(["models", "daily_revenue__legacy"]), "partition_checks_passed")
     )
     assert "known_records_match" in v2.description
     assert "known_records_match" not in legacy.description

@@ -11,7 +11,7 @@ that built state, so any one of them passes alone (``pytest -m e2e -k late``).
 The warehouse is a single DuckDB file that runs and sensors of the running instance may hold at
 any moment: the test opens it only briefly, in a retry loop (``warehouse()``).
 
-Set ``BACKFILL_UPDATE_SCREENSHOT=1`` to refresh ``docs/ui-asset-graph.png`` from the UI test.
+The UI test writes its screenshots to ``docs/screenshots/`` each time it runs.
 """
 
 import datetime as dt
@@ -49,7 +49,7 @@ SENSOR_TAG = "dagster/sensor_name"
 REPAIR_TAG = "backfill_assets/repair"
 PLAN_TAG = "backfill_assets/plan"
 GROUP_ROUTE = "/locations/backfill_assets/asset-groups/{group}"
-SCREENSHOT_DOC = PROJECT_DIR / "docs" / "ui-asset-graph.png"
+SCREENSHOTS = PROJECT_DIR / "docs" / "screenshots"
 
 RUN_QUERY = """
 query Run($id: ID!, $after: String) {
@@ -317,7 +317,7 @@ def test_duckdb_pool_is_enforced_before_the_first_run(e2e: E2E) -> None:
 def test_backfill_runs_in_policy_chunks_and_records_evidence(e2e: E2E) -> None:
     first, last = dt.date(2024, 1, 1), dt.date(2024, 2, 29)
     backfill_id = e2e.dev.launch_backfill(
-        [["v2", "daily_revenue"]], first.isoformat(), last.isoformat(), "e2e: v2 Jan-Feb 2024"
+        [["models", "daily_revenue__v2"]], first.isoformat(), last.isoformat(), "e2e: v2 Jan-Feb 2024"
     )
     state = e2e.dev.wait_backfill(backfill_id, timeout=420)
 
@@ -341,7 +341,7 @@ def test_overlapping_backfills_queue_on_the_pool_without_lock_errors(e2e: E2E) -
     b_first, b_last = dt.date(2024, 4, 1), dt.date(2024, 5, 15)
     launched_at = time.time()
     a_id = dev.launch_backfill(
-        [["legacy", "daily_revenue"], ["v2", "daily_revenue"]],
+        [["models", "daily_revenue__legacy"], ["models", "daily_revenue__v2"]],
         a_first.isoformat(),
         a_last.isoformat(),
         "e2e: A daily_revenue Mar-Apr",
@@ -390,7 +390,7 @@ def test_cancel_then_reexecute_from_failure_leaves_exact_data(e2e: E2E) -> None:
     dev = e2e.dev
     first, last = dt.date(2024, 6, 1), dt.date(2024, 9, 30)
     backfill_id = dev.launch_backfill(
-        [["legacy", "fct_orders"], ["v2", "fct_orders"]],
+        [["models", "fct_orders__legacy"], ["models", "fct_orders__v2"]],
         first.isoformat(),
         last.isoformat(),
         "e2e: fct_orders Jun-Sep, canceled",
@@ -635,13 +635,13 @@ def test_affected_launches_one_backfill_of_exactly_a_customers_days(e2e: E2E) ->
             assert set(after[(version, day)]) <= launched
 
 
-def _screenshot(url: str, out: Path, profile: Path) -> None:
+def _screenshot(url: str, out: Path, profile: Path, size: str = "1600,1000") -> None:
     chromium = shutil.which("chromium")
     assert chromium
     command = [
         chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
         "--no-first-run", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", f"--user-data-dir={profile}", "--window-size=1600,1000",
+        "--disable-sync", f"--user-data-dir={profile}", f"--window-size={size}",
         "--virtual-time-budget=20000", f"--screenshot={out}", url,
     ]  # fmt: skip
     process = subprocess.Popen(
@@ -658,25 +658,67 @@ def _screenshot(url: str, out: Path, profile: Path) -> None:
         process.wait(timeout=30)
 
 
-def test_ui_shows_the_asset_graph(e2e: E2E) -> None:
+ASSET_NODES = "{ assetNodes { assetKey { path } groupName } }"
+
+
+def test_every_node_in_a_plan_group_has_its_own_label(e2e: E2E) -> None:
+    # The UI labels a node with the last part of its key: in each plan's group, the sources,
+    # every version, the preflight and the published view must read differently.
+    groups: dict[str, list[str]] = {}
+    for node in e2e.dev.graphql(ASSET_NODES)["assetNodes"]:
+        groups.setdefault(node["groupName"], []).append(node["assetKey"]["path"][-1])
+    for plan in shipped_plans():
+        labels = groups[plan.name]
+        assert len(labels) == len(set(labels)), (plan.name, sorted(labels))
+        expected = {f"{plan.name}__{v}" for v in plan.version_names} | {plan.name}
+        assert expected <= set(labels), (plan.name, sorted(labels))
+
+
+def test_ui_pages_and_the_report_as_a_person_sees_them(e2e: E2E) -> None:
+    """Screenshots of the asset graph, a backfill's page, the published asset's checks and the
+    HTML reconciliation report, written to ``docs/screenshots/`` on every run so the README's
+    pictures are those of the code that passed."""
     if shutil.which("chromium") is None:
         pytest.skip("chromium is not installed: apt-get install chromium")
-    # The UI's "Skip" on the first-visit community dialog, so it does not cover the graph.
-    assert e2e.dev.graphql("mutation { setNuxSeen }")["setNuxSeen"] is True
+    dev = e2e.dev
+    # The UI's "Skip" on the first-visit community dialog, so it does not cover the pages.
+    assert dev.graphql("mutation { setNuxSeen }")["setNuxSeen"] is True
+    backfill_id = dev.launch_backfill(
+        [["models", "daily_revenue__v2"]], "2024-01-01", "2024-01-31", "e2e: the backfill page"
+    )
+    assert dev.wait_backfill(backfill_id, timeout=420).status in OK_BACKFILL
+    checks = dev.launch_job("window_checks_daily_revenue_job")
+    assert dev.wait_run(checks, timeout=420) in FINISHED_RUN
+    report = e2e.tmp / "reconciliation.html"
+    done = subprocess.run(
+        [str(PROJECT_DIR / ".venv" / "bin" / "backfill-assets"), "reconcile", "daily_revenue",
+         "--html", str(report)],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "BACKFILL_WAREHOUSE": str(e2e.warehouse)},
+    )  # fmt: skip
+    assert report.exists(), done.stdout + done.stderr
 
+    pages = {
+        "ui-asset-graph": dev.url + GROUP_ROUTE.format(group="daily_revenue"),
+        "ui-fct-orders-graph": dev.url + GROUP_ROUTE.format(group="fct_orders"),
+        "ui-backfill": f"{dev.url}/runs/b/{backfill_id}",
+        "ui-published-checks": f"{dev.url}/assets/analytics/daily_revenue"
+        "?view=checks&checkDetail=refund_orders_exist",
+        "report-daily-revenue": report.as_uri(),
+    }
     shots = {}
-    for group in ("daily_revenue", "fct_orders"):
-        shots[group] = e2e.tmp / f"graph-{group}.png"
-        url = e2e.dev.url + GROUP_ROUTE.format(group=group)
-        _screenshot(url, shots[group], e2e.tmp / "chromium-profile")
-
-    graph = shots["daily_revenue"].read_bytes()
-    assert graph.startswith(b"\x89PNG\r\n\x1a\n")
-    assert len(graph) > 20_000  # a blank or single-colour page compresses to a few kB
-    assert graph != shots["fct_orders"].read_bytes()
-    if os.environ.get("BACKFILL_UPDATE_SCREENSHOT") == "1":
-        SCREENSHOT_DOC.parent.mkdir(exist_ok=True)
-        shutil.copy(shots["daily_revenue"], SCREENSHOT_DOC)
+    for name, url in pages.items():
+        shots[name] = e2e.tmp / f"{name}.png"
+        size = "1280,2000" if name.startswith("report") else "1600,1000"
+        _screenshot(url, shots[name], e2e.tmp / "chromium-profile", size)
+    for name, shot in shots.items():
+        picture = shot.read_bytes()
+        assert picture.startswith(b"\x89PNG\r\n\x1a\n"), name
+        assert len(picture) > 20_000, name  # a blank or one-colour page compresses to a few kB
+    assert shots["ui-asset-graph"].read_bytes() != shots["ui-fct-orders-graph"].read_bytes()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for name, shot in shots.items():
+        shutil.copy(shot, SCREENSHOTS / f"{name}.png")
 
 
 def test_stopping_dagster_dev_leaves_no_process(e2e: E2E) -> None:

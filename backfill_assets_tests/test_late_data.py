@@ -313,7 +313,7 @@ def test_sensor_requests_each_late_day_once_per_change_for_every_built_version(w
     for request in first:
         plan, day = plan_day(request)
         versions = plan_named(plan).version_names
-        assert set(request.asset_selection) == {dg.AssetKey([v, plan]) for v in versions}
+        assert set(request.asset_selection) == {dg.AssetKey(["models", f"{plan}__{v}"]) for v in versions}
         assert request.tags[REPAIR_TAG] == "late_data"
         key_plan, key_versions, key_day, fingerprint = run_key_parts(request.run_key)
         assert (key_plan, key_versions, key_day) == (plan, "+".join(versions), day.isoformat())
@@ -651,14 +651,14 @@ def test_a_repair_failing_a_blocking_check_leaves_the_published_day_as_it_was(wa
     ]
     assert failed == [
         (
-            dg.AssetKey(["legacy", "fct_orders"]),
+            dg.AssetKey(["models", "fct_orders__legacy"]),
             "partition_checks_passed",
             day.isoformat(),
             "grain_is_unique",
         )
     ]
     failed_steps = [e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    assert failed_steps == ["legacy__fct_orders"]
+    assert failed_steps == ["models__fct_orders__legacy"]
 
     with connect(warehouse) as conn:
         assert published_day(conn, fct.view, day) == published_before
@@ -938,7 +938,7 @@ def test_a_late_order_in_a_past_month_repairs_exactly_that_month(warehouse, inst
     ]
     (request,) = requests
     assert set(request.asset_selection) == {
-        dg.AssetKey([v, "monthly_active_customers"]) for v in monthly.version_names
+        dg.AssetKey(["models", f"monthly_active_customers__{v}"]) for v in monthly.version_names
     }
     assert "1 month(s) changed" in json.loads(context.cursor)["seen"]
     result = run_request(defs, instance, request)

@@ -1,7 +1,7 @@
 """The model assets and window checks as Dagster runs them, on a real instance and DuckDB file.
 
 A ranged run (one run for 31 daily partitions, as ``BackfillPolicy.multi_run`` launches it)
-builds ``v2/fct_orders`` for January 2024 and reports its per-day check
+builds ``models/fct_orders__v2`` for January 2024 and reports its per-day check
 (``partition_checks_passed``, whose metadata names the failed sub-checks) once per day. The
 window checks of ``analytics/fct_orders`` run as their own job over the plan's whole window.
 
@@ -26,7 +26,7 @@ from backfill_assets.partition_checks import KNOWN_RECORDS_MATCH, NULL_RATES_WIT
 from backfill_assets.window_checks import window_check_names
 from backfill_assets_tests.helpers import load_definitions, plan_named
 
-V2_FCT_ORDERS = dg.AssetKey(["v2", "fct_orders"])
+V2_FCT_ORDERS = dg.AssetKey(["models", "fct_orders__v2"])
 PUBLISHED_FCT_ORDERS = dg.AssetKey(["analytics", "fct_orders"])
 BAD_DAY = "2024-01-17"
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}

@@ -45,8 +45,8 @@ FIRST = dt.date(2024, 1, 1)  # the shipped plans' window
 LAST = dt.date(2025, 12, 31)
 WINDOW_DAYS = (LAST - FIRST).days + 1
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-LEGACY_FCT = dg.AssetKey(["legacy", "fct_orders"])
-V2_FCT = dg.AssetKey(["v2", "fct_orders"])
+LEGACY_FCT = dg.AssetKey(["models", "fct_orders__legacy"])
+V2_FCT = dg.AssetKey(["models", "fct_orders__v2"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -516,7 +516,7 @@ def test_sample_job_builds_and_reports_exactly_the_sample_days(
     materialized = [(e.asset_key, e.partition) for e in result.get_asset_materialization_events()]
     assert len(materialized) == len(set(materialized)) == 2 * len(sample)
     assert set(materialized) == {
-        (dg.AssetKey([version, "fct_orders"]), day.isoformat())
+        (dg.AssetKey(["models", f"fct_orders__{version}"]), day.isoformat())
         for version in (fct_orders.spec.baseline, fct_orders.spec.candidate)
         for day in sample
     }
@@ -718,7 +718,7 @@ def test_window_checks_of_the_published_version_warn_when_it_falls_behind(
 
 
 def test_preflight_asset_attaches_the_report(warehouse_file, instance, fct_orders):
-    key = dg.AssetKey(["preflight", "fct_orders"])
+    key = dg.AssetKey(["preflight", "fct_orders__preflight"])
 
     def materialize() -> dict:
         defs = load_definitions()

@@ -74,7 +74,7 @@ INITIAL_RUN = "initial-build"
 KILLED_RUN = "killed-run"
 V2_TABLE = "models.fct_orders__v2"
 LEGACY_TABLE = "models.fct_orders__legacy"
-V2_FCT_ORDERS = dg.AssetKey(["v2", "fct_orders"])
+V2_FCT_ORDERS = dg.AssetKey(["models", "fct_orders__v2"])
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 # January orders are numbered (day offset + 1) * 1_000_000 + n by the generator (seed.py).
 JANUARY_ORDER_IDS = "order_id < 32000000"

@@ -1,6 +1,6 @@
 """Versioned, partitioned model assets: one per plan and version, plus its sources.
 
-``<version>/<plan>`` (e.g. ``v2/daily_revenue``) writes ``models.<plan>__<version>``. Its
+``models/<plan>__<version>`` (e.g. ``models/daily_revenue__v2``) writes the table of the same name. Its
 partitions follow the plan's cadence (hourly, daily, weekly or monthly, in its time zone). A
 run covers a range of partitions (``BackfillPolicy.multi_run(chunk)``), builds it with one SQL
 statement and writes rows and evidence in one transaction (``build.py``).
@@ -41,20 +41,26 @@ RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 def partitions_def(plan: Plan) -> dg.TimeWindowPartitionsDefinition:
     """The plan's partitions in Dagster: its cadence and time zone from its first partition; a
-    partition exists once it is complete."""
-    cadence, start = plan.cadence, plan.spec.partitions.start
+    partition exists once it is complete, up to the one holding ``partitions.end`` if set."""
+    cadence, start, last = plan.cadence, plan.spec.partitions.start, plan.spec.partitions.end
     zone = cadence.timezone
     if cadence.name == "hourly":
-        return dg.HourlyPartitionsDefinition(start_date=f"{start:%Y-%m-%d}-00:00", timezone=zone)
+        end = f"{last + dt.timedelta(days=1):%Y-%m-%d}-00:00" if last else None
+        return dg.HourlyPartitionsDefinition(
+            start_date=f"{start:%Y-%m-%d}-00:00", end_date=end, timezone=zone
+        )
+    end = cadence.next(cadence.floor(last)).isoformat() if last else None
     if cadence.name == "weekly":
         # Dagster counts week days from Sunday (0); ours from Monday.
         offset = (WEEKDAYS.index(cadence.week_start) + 1) % 7
         return dg.WeeklyPartitionsDefinition(
-            start_date=start.isoformat(), timezone=zone, day_offset=offset
+            start_date=start.isoformat(), end_date=end, timezone=zone, day_offset=offset
         )
     if cadence.name == "monthly":
-        return dg.MonthlyPartitionsDefinition(start_date=start.isoformat(), timezone=zone)
-    return dg.DailyPartitionsDefinition(start_date=start.isoformat(), timezone=zone)
+        return dg.MonthlyPartitionsDefinition(
+            start_date=start.isoformat(), end_date=end, timezone=zone
+        )
+    return dg.DailyPartitionsDefinition(start_date=start.isoformat(), end_date=end, timezone=zone)
 
 
 def partition_key(plan: Plan, partition: Partition) -> str:
@@ -75,7 +81,7 @@ def range_tags(first: str | Partition, last: str | Partition) -> dict[str, str]:
 
 
 def model_key(plan: Plan, version: str) -> dg.AssetKey:
-    return dg.AssetKey([version, plan.name])
+    return dg.AssetKey(plan.asset_path(version))
 
 
 def source_key(table: str) -> dg.AssetKey:
@@ -115,6 +121,14 @@ def partition_metadata(part: PartitionChecks, held: bool) -> dict[str, dg.Metada
     return metadata
 
 
+def role(plan: Plan, version: str) -> str:
+    """What a version is to its plan, shown as a tag on its asset: baseline, candidate or other.
+    Which one is published is data, not code: the published asset's materializations carry it."""
+    if version == plan.spec.baseline:
+        return "baseline"
+    return "candidate" if version == plan.spec.candidate else "other"
+
+
 def build_model_asset(plan: Plan, version: str) -> dg.AssetsDefinition:
     """The asset of one version of a plan."""
     key = model_key(plan, version)
@@ -127,8 +141,10 @@ def build_model_asset(plan: Plan, version: str) -> dg.AssetsDefinition:
         key=key,
         group_name=plan.name,
         description=(
-            f"{plan.spec.description} Version {version}: {spec.change} Grain: {plan.spec.grain}"
+            f"{plan.spec.description} Version {version} ({role(plan, version)}): {spec.change} "
+            f"Grain: {plan.spec.grain}"
         ),
+        tags={"backfill_assets/role": role(plan, version)},
         partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.multi_run(plan.chunk),
         code_version=spec.code_version,

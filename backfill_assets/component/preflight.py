@@ -1,6 +1,6 @@
 """Before the backfill: the preflight report as an asset, and the canary sample as a job.
 
-- ``preflight/<plan>``: materializing it evaluates the plan against the warehouse now and
+- ``preflight/<plan>__preflight``: materializing it evaluates the plan against the warehouse now and
   attaches the one-page backfill plan (inventory, work, ETA, blockers) as metadata.
 - ``sample_<plan>_job``: builds and checks the canary sample of the window for the baseline and
   the candidate, records a materialization per built day, and fails when any day fails: the
@@ -19,7 +19,7 @@ from backfill_assets.preflight import preflight
 
 def build_preflight(plan: Plan) -> dg.Definitions:
     @dg.asset(
-        key=["preflight", plan.name],
+        key=["preflight", f"{plan.name}__preflight"],
         group_name=plan.name,
         description=f"The preflight report of the {plan.name} backfill: plan, work, ETA, blockers.",
         kinds={"duckdb"},
@@ -47,7 +47,7 @@ def build_preflight(plan: Plan) -> dg.Definitions:
         for result in results:
             context.log_event(
                 dg.AssetMaterialization(
-                    asset_key=[result.version, plan.name],
+                    asset_key=plan.asset_path(result.version),
                     partition=partition_key(plan, result.partition),
                     description=f"canary sample {plan.cadence.word}",
                     metadata={"rows": result.rows, "build_seconds": round(result.seconds, 3)},

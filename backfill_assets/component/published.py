@@ -133,7 +133,7 @@ def reconciliation_table(recon: Reconciliation) -> dg.MetadataValue:
 
 
 def published_key(plan: Plan) -> dg.AssetKey:
-    return dg.AssetKey(["analytics", plan.name])
+    return dg.AssetKey(plan.published_path)
 
 
 def _evaluation(key: dg.AssetKey, check: WindowCheck) -> dg.AssetCheckEvaluation:
@@ -175,12 +175,13 @@ def build_published(plan: Plan) -> dg.Definitions:
         key=key,
         group_name=plan.name,
         description=(
-            f"The published {plan.name}: a view over the promoted version's table. "
-            f"{plan.spec.description}"
+            f"The published {plan.name}: a view over the promoted version's table. Which "
+            f"version it serves is the `published_version` of its latest materialization (each "
+            f"promotion and rollback records one). {plan.spec.description}"
         ),
         kinds={"duckdb"},
         pool="duckdb",
-        deps=[dg.AssetKey([v, plan.name]) for v in plan.version_names],
+        deps=[dg.AssetKey(plan.asset_path(v)) for v in plan.version_names],
         metadata={"view": f"analytics.{plan.name}", "downstream": ", ".join(plan.spec.downstream)},
     )
     def _published(warehouse: DuckDBResource) -> dg.MaterializeResult:
