@@ -137,15 +137,17 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
+    from backfill_assets.enrichment import changed_columns
     from backfill_assets.reconcile import reconcile
     from backfill_assets.report import reconciliation_text, write_html
 
     plan = catalog(args).named(args.plan)
     with connect_existing() as conn:
         recon = reconcile(conn, plan)
-    print(reconciliation_text(recon))
+        changes = changed_columns(conn, plan)
+    print(reconciliation_text(recon, changes))
     path = write_html(
-        recon, args.html or settings.reports_dir() / plan.name / "reconciliation.html"
+        recon, args.html or settings.reports_dir() / plan.name / "reconciliation.html", changes
     )
     print(f"\nHTML report: {path}")
     return 0 if recon.passed else 1
@@ -221,7 +223,7 @@ def cmd_affected(args: argparse.Namespace) -> int:
         print(f"launch a backfill of exactly these for {', '.join(versions)} with --launch")
         return 0
     keys = [partition_key(plan, p) for p in found]
-    assets = [[version, plan.name] for version in versions]
+    assets = [plan.asset_path(version) for version in versions]
     backfill_id = launch_backfill(args.url, assets, keys, f"affected: {plan.name} {args.where}")
     print(f"launched backfill {backfill_id} of {len(keys)} partition(s) for {', '.join(versions)}")
     return 0
@@ -269,7 +271,122 @@ def launch_backfill(url: str, assets: list[list[str]], keys: list[str], title: s
     return result["backfillId"]
 
 
+UVICORN_BIND_ERROR = "error while attempting to bind on address"  # the webserver's log line
+
+
+def _ui_port_message(host: str, port: int, outcome: str) -> str:
+    """The port is taken: say so, what happened, and the two ways out."""
+    from backfill_assets.processes import free_port_after
+
+    free = free_port_after(host, port)
+    return (
+        f"backfill-assets ui: port {port} on {host} is already in use; {outcome}.\n"
+        "Fix: choose another port with --port N"
+        + (f" (--port {free} is free)" if free else "")
+        + f",\n     or stop the process listening on port {port} (an earlier backfill-assets ui "
+        "or dagster dev?)."
+    )
+
+
+def _ui_say(text: str) -> None:
+    """Print to stderr, even when the terminal has gone (SIGHUP): there is nothing to add."""
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except OSError:
+        pass
+
+
+def _echo_ui_output(stream, port: int, bind_failed, wake) -> None:
+    """Copy ``dagster dev``'s output to ours line by line, and flag its webserver failing to
+    bind the port: the webserver logs ``[Errno 98] error while attempting to bind ...`` and
+    keeps running, so ``dagster dev`` never notices and its daemon runs on."""
+    out = getattr(sys.stdout, "buffer", None)
+    for line in iter(stream.readline, b""):
+        text = line.decode(errors="replace")
+        if UVICORN_BIND_ERROR in text and str(port) in text:
+            bind_failed.set()
+            wake.set()
+        try:
+            if out is not None:
+                out.write(line)
+                out.flush()
+            else:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+        except (OSError, ValueError):
+            pass  # our output is gone; keep reading so the child never blocks on a full pipe
+
+
+def _serve_ui(command: list[str], host: str, port: int) -> int:
+    """Run ``dagster dev`` in its own process group until it ends, its webserver cannot bind
+    the port, or this command gets SIGTERM, SIGINT or SIGHUP; then stop the whole group (a
+    second signal SIGKILLs it at once) and return 1, or 128 + the signal's number."""
+    import signal
+    import threading
+
+    from backfill_assets.processes import start_group, stop_group
+
+    received: list[int] = []
+    wake = threading.Event()
+
+    def on_signal(signum: int, _frame) -> None:
+        received.append(signum)
+        wake.set()
+
+    handled = [signal.SIGTERM, signal.SIGHUP]
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # kept ignored when run with &
+        handled.append(signal.SIGINT)
+    previous = {signum: signal.signal(signum, on_signal) for signum in handled}
+    try:
+        process = start_group(
+            command,
+            cwd=settings.PROJECT_DIR,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        bind_failed = threading.Event()
+        reader = threading.Thread(
+            target=_echo_ui_output, args=(process.stdout, port, bind_failed, wake), daemon=True
+        )
+        reader.start()
+        while not (received or bind_failed.is_set() or process.poll() is not None):
+            wake.wait(1)
+            wake.clear()
+        signals = received[:]  # one more while stopping means: now
+        # SIGINT whatever we got: it is the signal every dagster process shuts down on (dagster
+        # dev maps SIGTERM onto it; its code server and run workers are in the group too).
+        code = stop_group(process, signal.SIGINT, hurry=lambda: len(received) > len(signals))
+        reader.join(timeout=5)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if signals:
+        name = signal.Signals(signals[0]).name
+        _ui_say(f"backfill-assets ui: {name}: stopped dagster dev, its webserver and daemon")
+        return 128 + signals[0]
+    if bind_failed.is_set():
+        _ui_say(_ui_port_message(host, port, "dagster dev was stopped"))
+        return 1
+    _ui_say(f"backfill-assets ui: dagster dev exited with {code}; its output above says why")
+    return 128 - code if code < 0 else code or 1
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
+    import errno
+
+    from backfill_assets.processes import listen_error
+
+    # Before anything starts: dagster dev would start its daemon and code server anyway.
+    if error := listen_error(args.host, args.port):
+        _ui_say(
+            _ui_port_message(args.host, args.port, "nothing was started")
+            if error.errno == errno.EADDRINUSE
+            else f"backfill-assets ui: cannot listen on {args.host}:{args.port} "
+            f"({error.strerror or error}); nothing was started. Fix: give --host an address "
+            "of this machine (127.0.0.1 by default) and --port a free port above 1023."
+        )
+        return 1
     home = use_project_dagster_home()
     settings.set_writer_pool_limit(home)
     os.environ.setdefault("BACKFILL_WAREHOUSE", settings.warehouse_path())
@@ -287,7 +404,11 @@ def cmd_ui(args: argparse.Namespace) -> int:
     ]
     print(f"DAGSTER_HOME={home} BACKFILL_WAREHOUSE={os.environ['BACKFILL_WAREHOUSE']}")
     print(" ".join(command))
-    return subprocess.call(command, cwd=settings.PROJECT_DIR)
+    print(
+        f"the UI will be at http://{args.host}:{args.port}; Ctrl-C stops it with its daemon",
+        flush=True,
+    )
+    return _serve_ui(command, args.host, args.port)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -20,14 +20,15 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, GetCoreSchemaHandler, ValidationError, field_validator, model_validator
+from pydantic_core import core_schema
 
 from backfill_assets.partitions import WEEKDAYS, Cadence, Partition
 from backfill_assets.sources import Source
 from backfill_assets.spec import Identifier, Scalar, Text, YamlError, distinct, read_yaml
 from backfill_assets.spec import Strict as _Strict
 from backfill_assets.spec import identifier as _identifier
-from backfill_assets.warehouse import qualified, quote
+from backfill_assets.warehouse import SCHEMAS, qualified, quote
 
 # A measure name that means "count of output rows" rather than a column.
 ROWS = "rows"
@@ -182,6 +183,115 @@ class Checks(_Strict):
         return value
 
 
+CONSUMER_KINDS = ("dashboard", "export", "model", "feature")
+FORWARD_ONLY = "forward_only"
+STRATEGIES = ("full_rebuild", "partition_repair", "column_enrichment", "dual_run", FORWARD_ONLY)
+
+
+class ConsumerSpec(_Strict):
+    """A consumer of the published view as a plan writes it: who reads the view and, optionally,
+    the query it runs there (``sql``: a file holding one read-only SELECT over
+    ``analytics.<plan>``) and what that query's result must keep (``min_rows``, ``columns``).
+
+    ``kind`` and ``owner`` have no default: the mapping form must name them. The text form
+    (``- "dashboard: Daily events"``) is a consumer with only a name, kind and owner None.
+    """
+
+    name: Text
+    kind: Literal[CONSUMER_KINDS] | None  # type: ignore[valid-type]
+    owner: Text | None
+    sql: Text | None = None
+    min_rows: int = Field(default=1, ge=0)
+    columns: list[Identifier] = []
+
+    @model_validator(mode="after")
+    def _expectations_need_a_query(self) -> "ConsumerSpec":
+        stray = [f for f in ("min_rows", "columns") if f in self.model_fields_set]
+        if stray and self.sql is None:
+            raise ValueError(f"{stray} describe the result of its query; add sql or remove them")
+        return self
+
+    @field_validator("columns")
+    @classmethod
+    def _columns_once(cls, value: list[str]) -> list[str]:
+        return distinct(value)
+
+
+class Consumer(str):
+    """A downstream consumer. As text it is the label plans always wrote, ``<kind>: <name>``
+    (or the text itself for a consumer written as text), so every list of consumers (preflight,
+    the cutover summary, the UI) reads as before; its fields say who owns it and what it runs.
+    """
+
+    declared: ConsumerSpec
+
+    def __new__(cls, declared: ConsumerSpec) -> "Consumer":
+        label = f"{declared.kind}: {declared.name}" if declared.kind else declared.name
+        consumer = super().__new__(cls, label)
+        consumer.declared = declared
+        return consumer
+
+    def __reduce__(self) -> tuple:
+        return Consumer, (self.declared,)
+
+    @property
+    def name(self) -> str:
+        return self.declared.name
+
+    @property
+    def kind(self) -> str | None:
+        return self.declared.kind
+
+    @property
+    def owner(self) -> str | None:
+        return self.declared.owner
+
+    @property
+    def sql(self) -> str | None:
+        return self.declared.sql
+
+    @property
+    def min_rows(self) -> int:
+        return self.declared.min_rows
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.declared.columns)
+
+    @staticmethod
+    def _as_mapping(value: Any) -> Any:
+        """Text is a consumer with only a name; a ``Consumer`` keeps what it declared."""
+        if isinstance(value, Consumer):
+            return value.declared
+        if isinstance(value, str):
+            return {"name": value, "kind": None, "owner": None}
+        return value
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_before_validator_function(
+            cls._as_mapping,
+            core_schema.no_info_after_validator_function(
+                cls, handler.generate_schema(ConsumerSpec)
+            ),
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                lambda consumer: consumer.declared.model_dump(exclude_none=True)
+            ),
+        )
+
+
+class BreakingChange(_Strict):
+    """A change to the published columns that the plan owns up to: a column the candidate
+    no longer returns (``removed``) or returns with another type (``retyped``), and why. The
+    schema contract lets it through and the cutover summary announces it."""
+
+    column: Identifier
+    change: Literal["removed", "retyped"]
+    reason: Text
+
+
 class PlanSpec(_Strict):
     """The fields of a plan file, as written."""
 
@@ -202,9 +312,12 @@ class PlanSpec(_Strict):
     owner: Text
     approvers: list[Text] = []
     risk: Literal["low", "high"]
-    downstream: list[Text]
+    downstream: list[Consumer]
+    breaking_changes: list[BreakingChange] = []
     rollback: Text
-    strategy: Literal["full_rebuild", "partition_repair", "column_enrichment", "dual_run"]
+    strategy: Literal[STRATEGIES]  # type: ignore[valid-type]
+    cutoff: dt.date | None = None
+    shadow_partitions: int | None = Field(default=None, ge=1, le=10_000)
     chunk: int | None = Field(default=None, ge=1, le=10_000)
 
     @field_validator("sources", mode="before")
@@ -239,9 +352,20 @@ _FIXES = {
     "owner": "owner: team-or-person@example.com",
     "approvers": "approvers: [data-lead@example.com] (required when risk is high)",
     "risk": "risk: low | high",
-    "downstream": "downstream: [dashboard: Daily events] (may be [] when nothing reads it)",
+    "downstream": "downstream: [dashboard: Daily events] (may be [] when nothing reads it), or "
+    "per consumer {name: Daily events, kind: dashboard | export | model | feature, owner: "
+    "team@example.com, sql: sql/dashboard.sql (one SELECT over analytics.<plan>), min_rows: 1, "
+    "columns: [event_date]}",
+    "breaking_changes": "breaking_changes: - {column: amount, change: removed | retyped, "
+    "reason: why consumers must adapt} (only for a change to the published columns you mean)",
     "rollback": "rollback: what to do to undo the change, in words",
-    "strategy": "strategy: full_rebuild | partition_repair | column_enrichment | dual_run",
+    "strategy": "strategy: full_rebuild | partition_repair | column_enrichment | dual_run | "
+    "forward_only (with cutoff: <the first day the candidate serves>)",
+    "cutoff": "cutoff: 2024-07-01 (forward_only only: the first day of the partition from which "
+    "the candidate is built and served; the baseline serves the window before it)",
+    "shadow_partitions": "shadow_partitions: 7 (partitions after the promoted window during "
+    "which the baseline keeps being built and reconciled with the published version; in the "
+    "plan's cadence: days for a daily plan)",
     "chunk": "chunk: 31 (partitions per run; default 168 hourly, 31 daily, 13 weekly, 3 monthly)",
 }
 
@@ -323,6 +447,28 @@ class Plan:
     def sources(self) -> list[Source]:
         return list(self.spec.sources)
 
+    @property
+    def consumer_queries(self) -> list[Consumer]:
+        """The downstream consumers that declare the query they run on the published view."""
+        return [consumer for consumer in self.spec.downstream if consumer.sql]
+
+    def consumer_sql(self, consumer: Consumer) -> str:
+        """A consumer's query, read now and checked again (``read_sql``,
+        ``consumer_reads_problem``), and reading this plan's view ``analytics.<plan>``."""
+        assert consumer.sql is not None
+        text = self.read_sql(consumer.sql)
+        problem = consumer_reads_problem(self.name, text)
+        read = {(schema, table.casefold()) for schema, table in tables_read(text)[0]}
+        if not problem and ("analytics", self.name.casefold()) not in read:
+            problem = (
+                f"it does not read analytics.{self.name}, the view it is declared a consumer "
+                "of, so it cannot show what publishing a version changes for it"
+            )
+        if problem:
+            field = f"downstream[{consumer.name}].sql"
+            raise PlanError(_format(self.path, [(field, problem)]))
+        return text
+
     def source(self, table: str) -> Source:
         for source in self.spec.sources:
             if source.table == table:
@@ -386,6 +532,55 @@ class Plan:
     @property
     def first_partition(self) -> Partition:
         return bounds(self.cadence, self.spec.partitions.start, self.spec.partitions.start)[0]
+
+    @property
+    def forward_only(self) -> bool:
+        return self.spec.strategy == FORWARD_ONLY and self.spec.cutoff is not None
+
+    @property
+    def cutoff(self) -> Partition | None:
+        """The first partition a forward-only candidate is built and served from (None for
+        every other strategy)."""
+        if not self.forward_only:
+            return None
+        return bounds(self.cadence, self.spec.cutoff, self.spec.cutoff)[0]
+
+    def served_spans(self, version: str) -> list[tuple[str, "Plan"]]:
+        """What ``analytics.<plan>`` shows while ``version`` is published: each version it reads
+        and the plan over the span it reads it for. One span (the window) unless the plan is
+        forward-only and ``version`` is not the baseline: then the baseline before the cutoff
+        and ``version`` from it."""
+        cutoff, window = self.spec.cutoff, self.spec.window
+        if not self.forward_only or version == self.spec.baseline or cutoff <= window.start:
+            return [(version, self)]
+        if cutoff > window.end:
+            return [(self.spec.baseline, self)]
+        before = self.with_window(window.start, cutoff - dt.timedelta(days=1))
+        return [(self.spec.baseline, before), (version, self.with_window(cutoff, window.end))]
+
+    def discontinuity(self, version: str) -> str | None:
+        """The sentence naming a forward-only plan's break in history when ``version`` is
+        published (None for other plans, and for the baseline, which the view reads whole)."""
+        if self.cutoff is None or version == self.spec.baseline:
+            return None
+        cutoff = self.cadence.label(self.cutoff)
+        return (
+            f"forward-only cutoff {cutoff}: analytics.{self.name} serves {self.spec.baseline} "
+            f"before {cutoff} and {version} from {cutoff} on; figures before and after the "
+            "cutoff follow different definitions and are not comparable across it"
+        )
+
+    @property
+    def shadow_span(self) -> tuple[Partition, Partition] | None:
+        """The partitions ``[start, end)`` a shadow period covers: the ``shadow_partitions``
+        partitions after the window's last (None without a shadow period)."""
+        count = self.spec.shadow_partitions
+        if not count:
+            return None
+        end = self.window_end
+        for _ in range(count):
+            end = self.cadence.next(end)
+        return self.window_end, end
 
     def with_window(self, start: dt.date, end: dt.date) -> "Plan":
         """The same plan over another window (for samples, tests and what-if runs)."""
@@ -472,6 +667,37 @@ def _describe(conn: duckdb.DuckDBPyConnection, sql: str, cadence: Cadence) -> di
     return {row[0]: row[1] for row in rows}
 
 
+def _cutoff_problems(spec: PlanSpec) -> list[tuple[str, str]]:
+    """A forward-only plan names its cutoff: a partition's first day inside the window, after
+    its first (before it the baseline is served, from it the candidate); no other plan does."""
+    cutoff, cadence, window = spec.cutoff, spec.partitions.of, spec.window
+    if spec.strategy != FORWARD_ONLY:
+        if cutoff is not None:
+            return [("cutoff", f"is only for strategy {FORWARD_ONLY}, not {spec.strategy}")]
+        return []
+    if cutoff is None:
+        return [("cutoff", f"is missing: strategy {FORWARD_ONLY} needs the day served from")]
+    problems = []
+    if not cadence.is_hourly and cadence.floor(cutoff) != cutoff:
+        problems.append(
+            (
+                "cutoff",
+                f"{cutoff} is not the first day of a {cadence.word}; use {cadence.floor(cutoff)} "
+                f"or {cadence.next(cadence.floor(cutoff))}",
+            )
+        )
+    if not window.start < cutoff <= window.end:
+        problems.append(
+            (
+                "cutoff",
+                f"{cutoff} is not inside the window after its first day ({window.start} < "
+                f"cutoff <= {window.end}): the baseline serves the window before the cutoff, "
+                "the candidate the rest",
+            )
+        )
+    return problems
+
+
 def _validate_semantics(
     spec: PlanSpec, folder: Path, catalog: dict[str, dict[str, str]]
 ) -> list[tuple[str, str]]:
@@ -548,6 +774,7 @@ def _validate_semantics(
         )
     if spec.risk == "high" and not spec.approvers:
         problems.append(("approvers", "a high-risk plan needs at least one approver"))
+    problems += _cutoff_problems(spec)
     by = spec.checks.reconciliation.by
     if "month" in by and cadence.name == "weekly":
         problems.append(
@@ -566,6 +793,16 @@ def _validate_semantics(
     tables = [source.table for source in spec.sources]
     if len(set(tables)) != len(tables):
         problems.append(("sources", f"a table is declared twice: {tables}"))
+    queried = [c.name.casefold() for c in spec.downstream if c.sql]
+    repeated = sorted({n for n in queried if queried.count(n) > 1})
+    if repeated:
+        problems.append(
+            ("downstream", f"consumers with a query need distinct names; {repeated} repeat")
+        )
+    declared = [(b.column.casefold(), b.change) for b in spec.breaking_changes]
+    twice = sorted({f"{c} {k}" for c, k in declared if declared.count((c, k)) > 1})
+    if twice:
+        problems.append(("breaking_changes", f"{twice} declared twice; declare each once"))
     for index, source in enumerate(spec.sources):
         if source.columns is not None:
             undeclared = [c for c in source.declared_names() if c not in source.columns]
@@ -582,6 +819,8 @@ def _validate_semantics(
     with closing(sql_sandbox()) as parser:
         for field, relative in sql_files(spec).items():
             texts[field], problem = read_query(folder / relative, parser)
+            if not problem and field.startswith("downstream["):
+                problem = consumer_reads_problem(spec.name, texts[field], parser)
             if problem:
                 problems.append((field, problem))
     if problems:
@@ -628,15 +867,8 @@ def _validate_semantics(
         if problems:
             return problems
 
-        column_sets = {tuple(cols) for cols in outputs.values()}
-        if len(column_sets) > 1:
-            problems.append(
-                (
-                    "versions",
-                    "versions return different columns: "
-                    + "; ".join(f"{k}: {list(v)}" for k, v in outputs.items()),
-                )
-            )
+        # Versions may return different columns (a new version adds one, or drops one the
+        # schema contract then holds it to), but every column a check reads must be in each.
         columns = outputs[spec.candidate] if spec.candidate in outputs else {}
         needed = {
             "unique_key": spec.unique_key,
@@ -654,15 +886,23 @@ def _validate_semantics(
         by_columns = [b for b in spec.checks.reconciliation.by if b not in TIME_GROUPS]
         needed["checks.reconciliation.by"] = by_columns
         for field, wanted in needed.items():
-            absent = [c for c in wanted if c not in columns]
-            if absent:
+            # Known records describe the candidate; every other check reads every version.
+            checked = [spec.candidate] if "known_records" in field else list(outputs)
+            lacking = {v: [c for c in wanted if c not in outputs[v]] for v in checked}
+            lacking = {v: cols for v, cols in lacking.items() if cols}
+            if lacking:
+                absent = list(dict.fromkeys(c for cols in lacking.values() for c in cols))
+                which = "" if len(lacking) == len(checked) else f" ({', '.join(lacking)})"
+                first = next(iter(lacking))
                 problems.append(
                     (
                         field,
-                        f"{absent} not in the output of the versions; they return {list(columns)}",
+                        f"{absent} not in the output of the versions{which}; {first} returns "
+                        f"{list(outputs[first])}",
                     )
                 )
         problems += output_type_problems(spec, columns)
+        problems += breaking_change_problems(spec, outputs)
         for index, record in enumerate(spec.checks.known_records):
             if spec.partition_column not in {**record.key, **record.expect}:
                 problems.append(
@@ -697,8 +937,111 @@ def _validate_semantics(
                             f"missing, it returns {list(cols)}",
                         )
                     )
+        if not problems:  # consumers are bound against the versions' output: it must be right
+            problems += _consumer_problems(conn, spec, texts)
     finally:
         conn.close()
+    return problems
+
+
+def _consumer_problems(
+    conn: duckdb.DuckDBPyConnection, spec: PlanSpec, texts: dict[str, str]
+) -> list[tuple[str, str]]:
+    """Consumer queries bound against ``analytics.<plan>`` as each version would publish it.
+
+    A query that binds against no version is broken as written; one that binds against some
+    only is what the ``downstream_queries_work`` window check is for (a consumer reading a
+    column the candidate drops must block the promotion, not the plan)."""
+    # A query that reads another plan's view cannot be bound here (that view's columns are
+    # not known); it is checked when it runs.
+    own = ("analytics", spec.name.casefold())
+    consumers = [
+        c
+        for c in spec.downstream
+        if c.sql
+        and all(
+            schema != "analytics" or (schema, table.casefold()) == own
+            for schema, table in tables_read(texts[_consumer_field(c)], conn)[0]
+        )
+    ]
+    if not consumers:
+        return []
+    view = qualified("analytics", spec.name)
+    conn.execute("CREATE SCHEMA IF NOT EXISTS analytics")
+    bound: dict[str, dict[str, dict[str, str]]] = {c.name: {} for c in consumers}
+    errors: dict[str, str] = {}
+    for version in spec.versions:
+        sql = texts[f"versions[{version.name}].sql"]
+        first = spec.partitions.of.floor(dt.date(2024, 1, 1))
+        conn.execute(
+            f"CREATE OR REPLACE TABLE {view} AS SELECT * FROM ({sql}) LIMIT 0",
+            window_params(sql, spec.partitions.of, first, spec.partitions.of.next(first)),
+        )
+        for consumer in consumers:
+            try:
+                rows = conn.execute(f"DESCRIBE ({texts[_consumer_field(consumer)]})").fetchall()
+            except duckdb.Error as error:
+                errors.setdefault(consumer.name, str(error).splitlines()[0])
+                continue
+            bound[consumer.name][version.name] = {row[0]: row[1] for row in rows}
+    problems = []
+    for consumer in consumers:
+        field = _consumer_field(consumer)
+        results = bound[consumer.name]
+        if not results:
+            problems.append(
+                (
+                    field,
+                    f"the SQL does not bind against {spec.name}'s output in any version: "
+                    f"{errors[consumer.name]}",
+                )
+            )
+            continue
+        returned = {c for cols in results.values() for c in cols}
+        absent = [c for c in consumer.columns if c not in returned]
+        if absent:
+            problems.append(
+                (
+                    f"downstream[{consumer.name}].columns",
+                    f"{absent} are not returned by the query in any version; it returns "
+                    f"{list(next(iter(results.values())))}",
+                )
+            )
+    return problems
+
+
+def _consumer_field(consumer: Consumer) -> str:
+    return f"downstream[{consumer.name}].sql"
+
+
+def breaking_change_problems(
+    spec: PlanSpec, outputs: dict[str, dict[str, str]]
+) -> list[tuple[str, str]]:
+    """Declared breaking changes that no version makes (a misspelt column, a change long
+    gone): a declaration lets a change through the schema contract, so it must name one."""
+    problems = []
+    for index, declared in enumerate(spec.breaking_changes):
+        column = declared.column.casefold()  # DuckDB ignores case in names
+        types = {
+            v: t for v, cols in outputs.items() for c, t in cols.items() if c.casefold() == column
+        }
+        if declared.change == "removed" and (not types or len(types) == len(outputs)):
+            where = "no version returns it" if not types else "every version returns it"
+            problems.append(
+                (
+                    f"breaking_changes[{index}]",
+                    f"{declared.column} is declared removed but {where}; declare a column one "
+                    "version returns and another does not",
+                )
+            )
+        if declared.change == "retyped" and len(set(types.values())) < 2:
+            problems.append(
+                (
+                    f"breaking_changes[{index}]",
+                    f"{declared.column} is declared retyped but the versions returning it "
+                    f"return it as {sorted(set(types.values())) or 'nothing'}",
+                )
+            )
     return problems
 
 
@@ -725,6 +1068,7 @@ def sql_files(spec: PlanSpec) -> dict[str, str]:
     )
     ri = spec.checks.referential_integrity
     files.update({f"checks.referential_integrity[{r.name}].sql": r.sql for r in ri})
+    files.update({_consumer_field(c): c.sql for c in spec.downstream if c.sql})
     return files
 
 
@@ -772,6 +1116,62 @@ def sql_problem(text: str, parser: duckdb.DuckDBPyConnection | None = None) -> s
             nodes.extend(node.values())
         elif isinstance(node, list):
             nodes.extend(node)
+    return None
+
+
+# Table functions that read a relation named inside a string, out of sight of the check below.
+_HIDDEN_READS = ("query", "query_table")
+# Schemas of the project a consumer query may not read: versions' tables and the project's own
+# records. (``analytics`` holds the published views, which is what consumers read.)
+_INTERNAL = tuple(schema for schema in SCHEMAS if schema != "analytics")
+
+
+def tables_read(
+    text: str, parser: duckdb.DuckDBPyConnection | None = None
+) -> tuple[set[tuple[str, str]], set[str]]:
+    """The ``(schema, table)`` names a query reads (schema casefolded, "" when unqualified, as
+    well as CTE names) and the table functions it calls that hide what they read."""
+    with closing(parser.cursor() if parser else sql_sandbox()) as conn:
+        tree = json.loads(conn.execute("SELECT json_serialize_sql(?)", [text]).fetchone()[0])
+    read: set[tuple[str, str]] = set()
+    hidden: set[str] = set()
+    nodes: list[Any] = [tree]
+    while nodes:
+        node = nodes.pop()
+        if isinstance(node, dict):
+            if node.get("type") == "BASE_TABLE":
+                read.add((str(node.get("schema_name") or "").casefold(), str(node["table_name"])))
+            elif node.get("type") == "TABLE_FUNCTION":
+                function = str((node.get("function") or {}).get("function_name", ""))
+                if function.casefold() in _HIDDEN_READS:
+                    hidden.add(function)
+            nodes.extend(node.values())
+        elif isinstance(node, list):
+            nodes.extend(node)
+    return read, hidden
+
+
+def consumer_reads_problem(
+    name: str, text: str, parser: duckdb.DuckDBPyConnection | None = None
+) -> str | None:
+    """Why a consumer's query (already one read-only query, ``sql_problem``) may not run as a
+    consumer of ``analytics.<name>``; None when it may.
+
+    It reads published views (``analytics.*``) and the team's own tables, never the project's
+    internals (``models``: the versions' tables, ``backfill``: evidence and the log), and never
+    through ``query()``/``query_table()``, which would hide what it reads. That it reads its
+    own plan's view is checked when it runs (``Plan.consumer_sql``): a plan folder copied under
+    another name must still load.
+    """
+    read, hidden = tables_read(text, parser)
+    if hidden:
+        return f"it reads through {sorted(hidden)}, which hide the table read; name the table"
+    internal = sorted(f"{schema}.{table}" for schema, table in read if schema in _INTERNAL)
+    if internal:
+        return (
+            f"it reads {internal}, tables of the project itself; a consumer query reads "
+            f"published views such as analytics.{name} (and the team's own tables) only"
+        )
     return None
 
 

@@ -4,10 +4,17 @@
 partitions of the plan's window and nothing else, because the window is what the gate checked
 (a partition built after it, even a failing one, stays out of sight). It starts on the baseline, so
 consumers have a stable name from day one. Promotion moves it to another version only when the
-gate holds for the whole window; rollback moves it back to the version the last promotion
-replaced, once that version's evidence passes over the window again (or when forced, with a
-reason the log keeps). Each move and its row in the append-only ``backfill.promotions`` log are
-one transaction: a reader sees the whole old version or the whole new one, never a mix.
+gate holds for the whole window; rollback moves it back to a version users saw before (by
+default the one the last promotion replaced; or any earlier published version, named by
+version or by its row in the log), once that version passes the rollback gate over the window
+again (or when forced, with a reason the log keeps). Each move and its row in the append-only
+``backfill.promotions`` log are one transaction: a reader sees the whole old version or the
+whole new one, never a mix. (The consumer-query check rehearses the view in a transaction it
+always rolls back, ``view.rehearsal``; only this module commits a change to it.)
+
+A forward-only plan's view reads the baseline before the cutoff and the published version from
+it (``view.definition``); its gates cover both spans (``window_checks.served``), and what the
+view reads is recorded with each move (``cutoff``, ``discontinuity`` in its evidence).
 
 An approval counts only from one of the plan's ``approvers``; anyone else named is recorded as
 the person who launched the promotion, never as its approver.
@@ -19,16 +26,18 @@ from dataclasses import dataclass, field
 
 import duckdb
 
-from backfill_assets.partitions import Partition
 from backfill_assets.plan import Plan
+from backfill_assets.view import definition
 from backfill_assets.warehouse import UTC_NOW, ensure_schema, table_exists, transaction
 from backfill_assets.window_checks import (
     RECONCILES_WITH_BASELINE,
     WindowCheck,
     code_current,
     completeness,
+    downstream_queries,
     every_partition_passed,
     run_window_checks,
+    served,
     sources_current,
 )
 
@@ -37,8 +46,12 @@ ROLLBACK = "rollback"
 NO_APPROVAL = "(no approval required: risk low)"  # the log's actor when nobody was named
 # The window checks a rollback re-runs on the version it goes back to: those that read the
 # evidence (every partition present, passed, built with the current code, from the current
-# sources). The others compare a candidate with the baseline, settled when it was promoted.
+# sources), and, for plans whose consumers declare their query, ``downstream_queries_work``
+# (consumers may have come to rely on the version they leave). Comparisons with the baseline
+# (reconciliation, trend, schema contract) were settled when the version was published.
 ROLLBACK_CHECKS = (completeness, every_partition_passed, code_current, sources_current)
+# How a rollback names the version it goes back to (the log records which was used).
+LATEST_PROMOTION, BY_VERSION, BY_LOG_ROW = "latest promotion", "version", "log row"
 
 # Append-only log of every promotion and rollback. Nothing in the project deletes from it.
 _LOG_DDL = """
@@ -114,33 +127,22 @@ class LogEntry:
     happened_at: dt.datetime
 
 
-def _literal(value: Partition) -> str:
-    """A window bound as SQL. Views cannot take bound parameters, so the bound is written out;
-    it is a partition start (``date``, or UTC ``datetime`` for hourly) computed from the
-    validated plan, never text from a user."""
-    if isinstance(value, dt.datetime):
-        return f"TIMESTAMP '{value:%Y-%m-%d %H:%M:%S}'"
-    return f"DATE '{value.isoformat()}'"
-
-
 def window_text(plan: Plan) -> str:
     """The window as the log records it (both ends inclusive, as in the plan file)."""
     return f"{plan.spec.window.start}..{plan.spec.window.end}"
 
 
-def _view_sql(plan: Plan, version: str) -> str:
-    """The published view: the version's rows of the plan's window, and only those."""
-    start, end = plan.window_start, plan.window_end
-    column = plan.partition_column
-    return (
-        f"CREATE OR REPLACE VIEW {plan.view} AS SELECT * FROM {plan.model_table(version)} "
-        f"WHERE {column} >= {_literal(start)} AND {column} < {_literal(end)}"
-    )
-
-
 def history(conn: duckdb.DuckDBPyConnection, plan: Plan) -> list[LogEntry]:
     """The plan's promotions and rollbacks, oldest first."""
     ensure_log(conn)
+    return logged_moves(conn, plan)
+
+
+def logged_moves(conn: duckdb.DuckDBPyConnection, plan: Plan) -> list[LogEntry]:
+    """``history`` without creating anything, for read-only connections (sensors): no rows
+    before the log exists."""
+    if not table_exists(conn, "backfill", "promotions"):
+        return []
     rows = conn.execute(
         "SELECT model, action, version, previous_version, actor, reason, run_id, evidence, "
         "happened_at FROM backfill.promotions WHERE model = ? ORDER BY happened_at, rowid",
@@ -160,7 +162,7 @@ def is_published(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> b
     return table_exists(conn, "analytics", plan.name) and published_version(conn, plan) == version
 
 
-def _served_plan(log: list[LogEntry], plan: Plan) -> Plan:
+def served_plan(log: list[LogEntry], plan: Plan) -> Plan:
     """The plan over the window the last move published (the plan file's window may have
     changed since; the view must keep showing what was gated)."""
     logged = log[-1].evidence.get("window") if log else None
@@ -168,6 +170,42 @@ def _served_plan(log: list[LogEntry], plan: Plan) -> Plan:
         return plan
     first, last = (dt.date.fromisoformat(part) for part in logged.split(".."))
     return plan.with_window(first, last)
+
+
+def serves(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> bool:
+    """Whether users see rows of ``version`` now: it is published, or it is a forward-only
+    plan's baseline serving the span before the cutoff of the published version."""
+    if not table_exists(conn, "analytics", plan.name):
+        return False
+    shown = published_version(conn, plan)
+    return version in {v for v, _ in plan.served_spans(shown)}
+
+
+def _served_by(plan: Plan, version: str) -> dict:
+    """What a move's log row records of what the view reads: for a forward-only split, the
+    cutoff and the sentence naming the discontinuity."""
+    text = plan.discontinuity(version)
+    if not text:
+        return {}
+    return {"cutoff": plan.cadence.label(plan.cutoff), "discontinuity": text}
+
+
+def _shadow(plan: Plan) -> dict:
+    """A plan with ``shadow_partitions``: the partitions after the promoted window during which
+    the baseline keeps being built and reconciled (``shadow.py``), as the log records them."""
+    span = plan.shadow_span
+    if span is None:
+        return {}
+    first, end = span
+    last = plan.cadence.starts(first, end)[-1]
+    return {
+        "shadow": {
+            "baseline": plan.spec.baseline,
+            "partitions": plan.spec.shadow_partitions,
+            "first": plan.cadence.label(first),
+            "last": plan.cadence.label(last),
+        }
+    }
 
 
 def ensure_view(conn: duckdb.DuckDBPyConnection, plan: Plan) -> str:
@@ -185,7 +223,7 @@ def ensure_view(conn: duckdb.DuckDBPyConnection, plan: Plan) -> str:
                 f"{plan.name}: cannot create {plan.view} yet: models.{plan.table_name(version)} "
                 f"does not exist. Fix: backfill {version}/{plan.name} first."
             )
-        conn.execute(_view_sql(_served_plan(log, plan), version))
+        conn.execute(definition(served_plan(log, plan), version))
     return version
 
 
@@ -207,9 +245,10 @@ def evaluate_gate(
         launched_by="" if is_approver else named,
     )
     ensure_log(conn)
-    if version == published_version(conn, plan):
+    published = published_version(conn, plan)
+    if version == published:
         gate.problems.append(f"{version} is already the published version")
-    gate.checks = run_window_checks(conn, plan, version)
+    gate.checks = run_window_checks(conn, plan, version, published)
     for check in gate.checks:
         if check.blocking and not check.passed:
             gate.problems.append(f"{check.name}: {check.summary}")
@@ -255,6 +294,7 @@ def _known_differences(gate: Gate) -> dict | None:
             }
             for rule in recon.reconciliation.rules
         },
+        "totals": recon.reconciliation.measure_totals(),
     }
 
 
@@ -274,6 +314,8 @@ def _promotion_evidence(plan: Plan, gate: Gate) -> dict:
         "approved_by": gate.approved_by or None,
         "launched_by": gate.launched_by or None,
         "known_differences": _known_differences(gate),
+        **_served_by(plan, gate.version),
+        **_shadow(plan),
     }
 
 
@@ -285,7 +327,7 @@ def _commit(conn: duckdb.DuckDBPyConnection, plan: Plan, entry: LogEntry) -> Log
                 f"{plan.name}: the published version changed while this {entry.action} was "
                 "being prepared; nothing changed. Fix: launch it again."
             )
-        conn.execute(_view_sql(plan, entry.version))
+        conn.execute(definition(plan, entry.version))
         conn.execute(
             "INSERT INTO backfill.promotions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
@@ -377,6 +419,94 @@ def promote(
     return gate, commit_promotion(conn, plan, entry)
 
 
+def log_lines(log: list[LogEntry]) -> list[str]:
+    """The plan's moves numbered as ``to_log_row`` counts them (1 = the first)."""
+    return [
+        f"{row}. {e.happened_at:%Y-%m-%d %H:%M:%S} {e.action} to {e.version} "
+        f"(was {e.previous_version or '-'}) by {e.actor}: {e.reason or '(no note)'}"
+        for row, e in enumerate(log, start=1)
+    ]
+
+
+def _published_before(plan: Plan, log: list[LogEntry]) -> list[str]:
+    """Versions users have seen: the baseline (the view's first version), then each version a
+    logged move published."""
+    return list(dict.fromkeys([plan.spec.baseline, *(e.version for e in log)]))
+
+
+def _rollback_target(
+    plan: Plan, log: list[LogEntry], to_version: str | None, to_log_row: int | None
+) -> tuple[str, dict]:
+    """The version a rollback goes back to and how it was chosen (for the log); raise
+    ``PublishError`` naming the choices when the request names none of them."""
+    current = log[-1].version if log else plan.spec.baseline
+    if to_version and to_log_row is not None:
+        raise PublishError(
+            f"{plan.name}: name the version to roll back to either by version "
+            f"({to_version!r}) or by log row ({to_log_row}), not both; nothing changed"
+        )
+    if to_log_row is not None:
+        if not 1 <= to_log_row <= len(log):
+            listed = "\n".join(f"  {line}" for line in log_lines(log)) or "  (no moves yet)"
+            raise PublishError(
+                f"{plan.name}: backfill.promotions has no row {to_log_row} for {plan.name}; "
+                f"nothing changed. Its rows:\n{listed}"
+            )
+        target = log[to_log_row - 1].version
+        chosen = {"chosen_by": BY_LOG_ROW, "log_row": to_log_row}
+    elif to_version:
+        seen = _published_before(plan, log)
+        if to_version not in plan.version_names:
+            raise PublishError(
+                f"{plan.name}: there is no version {to_version!r}; the plan has "
+                f"{plan.version_names}. Nothing changed."
+            )
+        if to_version not in seen:
+            raise PublishError(
+                f"{plan.name}: {to_version} was never published, so there is nothing to roll "
+                f"back to; nothing changed. Versions published before: {seen}. Fix: promote "
+                f"{to_version} instead (its gate applies)."
+            )
+        rows = [n for n, e in enumerate(log, start=1) if e.version == to_version]
+        target = to_version
+        chosen = {"chosen_by": BY_VERSION, "log_row": rows[-1] if rows else None}
+    else:
+        if not log or log[-1].action != PROMOTE:
+            last = (
+                f"the last move was a {log[-1].action} to {log[-1].version}" if log else "none yet"
+            )
+            raise PublishError(
+                f"{plan.name}: nothing to roll back to: rollback undoes the latest promotion, "
+                f"and {last}. Fix: promote a version (its gate applies) instead, or name an "
+                f"earlier published version (to_version) or log row (to_log_row)."
+            )
+        target = log[-1].previous_version or plan.spec.baseline
+        chosen = {"chosen_by": LATEST_PROMOTION, "log_row": None}
+    if target == current:
+        raise PublishError(
+            f"{plan.name}: {target} is the published version already; nothing changed"
+        )
+    return target, chosen
+
+
+def evaluate_rollback_gate(
+    conn: duckdb.DuckDBPyConnection, plan: Plan, target: str, published: str
+) -> Gate:
+    """The rollback gate for ``target``: ``ROLLBACK_CHECKS`` over the plan's window, and the
+    consumers' queries on it (when the plan declares any); its problems name the partitions,
+    checks and consumers that fail. Who rolls back needs no approval: the version was
+    published before, and the log records who went back to it and why."""
+    gate = Gate(plan.name, target, approved_by="")
+    if not table_exists(conn, "models", plan.table_name(target)):
+        gate.problems.append(f"models.{plan.table_name(target)} is gone")
+        return gate
+    gate.checks = [served(check, conn, plan, target) for check in ROLLBACK_CHECKS]
+    if plan.consumer_queries:
+        gate.checks.append(downstream_queries(conn, plan, target, published))
+    gate.problems = [f"{c.name}: {c.summary}" for c in gate.checks if c.blocking and not c.passed]
+    return gate
+
+
 def rollback(
     conn: duckdb.DuckDBPyConnection,
     plan: Plan,
@@ -384,12 +514,19 @@ def rollback(
     reason: str,
     run_id: str,
     force: bool = False,
+    to_version: str | None = None,
+    to_log_row: int | None = None,
 ) -> LogEntry:
-    """Point the view back at the version the last promotion replaced.
+    """Point the view back at a version users saw before.
 
-    That version's evidence is checked again over the plan's window (``ROLLBACK_CHECKS``):
-    when a check fails the rollback is refused, naming the partitions and checks, and nothing
-    changes, unless ``force`` is set; a forced rollback records ``forced`` and the checks it
+    Without ``to_version`` or ``to_log_row`` it undoes the latest promotion: back to the
+    version that promotion replaced. ``to_version`` names any version published before (the
+    baseline, or one a logged move published); ``to_log_row`` a row of the plan's log
+    (``log_lines``: 1 is its first move), whose version it goes back to.
+
+    Gated like a promotion: the target passes ``evaluate_rollback_gate`` over the plan's window,
+    or the rollback is refused, naming the partitions, checks and consumers, and nothing
+    changes; unless ``force`` is set: a forced rollback records ``forced`` and the checks it
     overrode in the log row's evidence. Who and why are always required.
     """
     if not by.strip() or not reason.strip():
@@ -397,36 +534,39 @@ def rollback(
             f"{plan.name}: a rollback needs `by` and `reason` (a forced one too); nothing changed"
         )
     log = history(conn, plan)
-    if not log or log[-1].action != PROMOTE:
-        last = f"the last move was a {log[-1].action} to {log[-1].version}" if log else "none yet"
-        raise PublishError(
-            f"{plan.name}: nothing to roll back to: rollback undoes the latest promotion, and "
-            f"{last}. Fix: promote a version (its gate applies) instead."
-        )
-    target = log[-1].previous_version or plan.spec.baseline
-    if not table_exists(conn, "models", plan.table_name(target)):
-        raise PublishError(
-            f"{plan.name}: models.{plan.table_name(target)} is gone; nothing changed"
-        )
-    checks = [check(conn, plan, target) for check in ROLLBACK_CHECKS]
-    failing = {c.name: c.summary for c in checks if not c.passed}
+    current = published_version(conn, plan)
+    target, chosen = _rollback_target(plan, log, to_version, to_log_row)
+    gate = evaluate_rollback_gate(conn, plan, target, current)
+    if not gate.checks:  # the target's table is gone: nothing to force
+        raise PublishError(f"{plan.name}: {gate.problems[0]}; nothing changed", gate)
+    failing = {c.name: c.summary for c in gate.checks if c.blocking and not c.passed}
     if failing and not force:
         problems = "\n".join(f"  - {name}: {summary}" for name, summary in failing.items())
         raise PublishError(
             f"{plan.name}: rollback to {target} refused, nothing changed ({len(failing)} "
             f"problem(s) in {target} over {window_text(plan)}):\n{problems}\n"
             f"Fix: rebuild what they name in {target}/{plan.name} and roll back again; or, if "
-            f"users must leave {log[-1].version} now anyway, set force: true (the reason and "
-            "the failing checks are recorded in backfill.promotions)."
+            f"users must leave {current} now anyway, set force: true (the reason and "
+            "the failing checks are recorded in backfill.promotions).",
+            gate,
         )
     evidence = {
-        "undoes_promotion_run": log[-1].run_id,
+        "returns_to": {"version": target, **chosen},
         "window": window_text(plan),
-        "checks": {c.name: {"passed": c.passed, "summary": c.summary} for c in checks},
+        "checks": {
+            c.name: {
+                "passed": c.passed,
+                "blocking": c.blocking,
+                "summary": c.summary,
+                "figures": c.figures,
+            }
+            for c in gate.checks
+        },
         "forced": bool(failing),
         "failing_checks": failing,
+        **_served_by(plan, target),
     }
-    entry = _entry(
-        conn, plan, ROLLBACK, target, log[-1].version, by.strip(), reason, run_id, evidence
-    )
+    if chosen["chosen_by"] == LATEST_PROMOTION:
+        evidence["undoes_promotion_run"] = log[-1].run_id
+    entry = _entry(conn, plan, ROLLBACK, target, current, by.strip(), reason, run_id, evidence)
     return _commit(conn, plan, entry)

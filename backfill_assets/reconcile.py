@@ -8,7 +8,9 @@ column itself, its day or its month; other names are output columns) and each me
     rule_<r>   = what explained-difference rule r predicts (its SQL, aggregated the same way)
     residual   = delta - sum(rule_<r>)
 
-The candidate reconciles when every |residual| is within the plan's tolerance. All of it is one
+The candidate reconciles when every |residual| is within the plan's tolerance. A forward-only
+plan's candidate is compared from its cutoff only: before it the view serves the baseline, so
+there is nothing to reconcile there; the report names the discontinuity. All of it is one
 SQL statement over the window, in exact DECIMAL arithmetic, and the verdict (``unexplained``)
 is decided there; the result is one row per group and measure (a few hundred rows for two years
 by month and region), small enough to report with pandas, where figures become floats for
@@ -16,7 +18,8 @@ display only.
 """
 
 import decimal
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 
 import duckdb
 import pandas as pd
@@ -41,6 +44,19 @@ class Reconciliation:
     rules: list[str]
     by: list[str]
     table: pd.DataFrame
+    # What people read about it, from the plan: each rule's description by rule name, the
+    # plan's description and the versions' ``change`` texts.
+    descriptions: dict[str, str] = field(default_factory=dict)
+    description: str = ""
+    baseline_change: str = ""
+    candidate_change: str = ""
+    # A measure's unit where the tables tell it: ``rows``, or ``count`` for whole-number
+    # columns; absent for other numbers (the warehouse does not know a currency).
+    units: dict[str, str] = field(default_factory=dict)
+    measures: list[str] = field(default_factory=list)  # the plan's, in its order
+    # A forward-only plan's break in history when the candidate is published (``Plan.
+    # discontinuity``): the reports name it. Empty otherwise.
+    discontinuity: str = ""
 
     @property
     def failing(self) -> pd.DataFrame:
@@ -53,6 +69,21 @@ class Reconciliation:
     @property
     def total_delta(self) -> float:
         return float(self.table["delta"].abs().sum())
+
+    def measure_totals(self) -> dict[str, dict]:
+        """Per measure, over all groups: baseline, candidate, what each rule predicts (signed),
+        the residual and the unit; JSON-plain, so a promotion's log row can keep it."""
+        out = {}
+        for measure in self.measures or dict.fromkeys(self.table["measure"]):
+            rows = self.table[self.table["measure"] == measure]
+            out[measure] = {
+                "baseline": round(float(rows["baseline"].sum()), 6),
+                "candidate": round(float(rows["candidate"].sum()), 6),
+                "rules": {r: round(float(rows[f"rule_{r}"].sum()), 6) for r in self.rules},
+                "residual": round(float(rows["residual"].sum()), 6),
+                "unit": self.units.get(measure, ""),
+            }
+        return out
 
 
 def _by_select(plan: Plan) -> list[str]:
@@ -95,11 +126,13 @@ def reconcile(
     candidate: str | None = None,
 ) -> Reconciliation:
     """Reconcile ``candidate`` (default: the plan's) with the baseline over the partitions
-    ``[start, end)`` (default: the plan's window)."""
+    ``[start, end)`` (default: the plan's window; from the cutoff for a forward-only plan)."""
     spec = plan.spec
-    start = plan.window_start if start is None else start
-    end = plan.window_end if end is None else end
     candidate = candidate or spec.candidate
+    # By default what the candidate would serve: the window, or from a forward-only cutoff.
+    own = plan.served_spans(candidate)[-1][1]
+    start = own.window_start if start is None else start
+    end = own.window_end if end is None else end
     recon = spec.checks.reconciliation
     rules = [r.name for r in recon.explained_differences]
     parts = [
@@ -158,4 +191,33 @@ def reconcile(
         rules=rules,
         by=list(recon.by),
         table=table,
+        descriptions={r.name: r.description for r in recon.explained_differences},
+        description=spec.description,
+        baseline_change=plan.version(spec.baseline).change,
+        candidate_change=plan.version(candidate).change,
+        units=_units(conn, plan, candidate),
+        measures=list(recon.measures),
+        discontinuity=plan.discontinuity(candidate) or "",
     )
+
+
+_WHOLE = re.compile(r"U?(TINY|SMALL|BIG|HUGE)?INT(EGER)?")  # use with fullmatch
+
+
+def _units(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> dict[str, str]:
+    """``rows`` for the row count, ``count`` for measures stored as whole numbers."""
+    types = dict(
+        conn.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_catalog = current_database() AND table_schema = 'models' "
+            "AND table_name = ?",
+            [plan.table_name(version)],
+        ).fetchall()
+    )
+    units = {}
+    for measure in plan.spec.checks.reconciliation.measures:
+        if measure == ROWS:  # counted, whatever columns the table has
+            units[measure] = ROWS
+        elif _WHOLE.fullmatch(types.get(measure, "")):
+            units[measure] = "count"
+    return units

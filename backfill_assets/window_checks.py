@@ -19,8 +19,27 @@ only small results (the reconciliation table, lists of failing partitions) come 
   absolute deviations;
 - ``enrichment_coverage_met`` (candidate of a column enrichment): rows per partition identical
   to the baseline and the share of rows with the new value at least ``min_coverage``;
+- ``schema_contract_kept``: the version's table keeps every column of the published version's
+  table with its type, unless the plan declares the change under ``breaking_changes``
+  (``contract.py``); added columns are listed;
+- ``downstream_queries_work`` (plans whose consumers declare their query): each consumer's
+  query runs against the version as if it were published, returns at least ``min_rows`` rows
+  and keeps its columns; its totals are compared with the published version's
+  (``downstream.py``);
 - ``is_fresh`` (a warning, never blocking): the newest partition built is not older than the
-  newest complete source partition, so history that arrived after the window is noticed.
+  newest complete source partition, so history that arrived after the window is noticed;
+- ``shadow_reconciles_with_baseline`` (plans with ``shadow_partitions``; ``shadow.py``): after a
+  promotion, the partitions after the promoted window built by both the published version and
+  the baseline reconcile, as the window did.
+
+A forward-only plan's view serves the baseline before the cutoff and the candidate from it
+(``Plan.served_spans``), so the checks that read each partition's evidence (completeness,
+passed, current code and sources) and the referential-integrity rules cover both spans, each
+with its own version (``served``); the reconciliation, trend and enrichment compare the
+candidate with the baseline over the candidate's span only.
+
+The last two compare the version with the one users see now: ``run_window_checks`` takes it as
+``published`` (the publish module reads it from its log), the baseline when not given.
 """
 
 import datetime as dt
@@ -30,7 +49,9 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from backfill_assets import evidence
+from backfill_assets import contract, evidence
+from backfill_assets.contract import SCHEMA_CONTRACT_KEPT
+from backfill_assets.downstream import DOWNSTREAM_QUERIES_WORK, check_consumers, consumer_line
 from backfill_assets.fingerprint import changed_partitions
 from backfill_assets.partitions import Cadence, Partition, stamp
 from backfill_assets.plan import ROWS, Plan, window_params
@@ -47,6 +68,7 @@ TREND_HAS_NO_UNEXPLAINED_JUMPS = "trend_has_no_unexplained_jumps"
 ENRICHMENT_COVERAGE_MET = "enrichment_coverage_met"
 IS_FRESH = "is_fresh"
 SOURCES_ARE_VALID = "sources_are_valid"
+SHADOW_RECONCILES_WITH_BASELINE = "shadow_reconciles_with_baseline"
 LISTED = 20  # how many failing days, groups or keys a result names
 
 
@@ -77,7 +99,12 @@ def window_check_names(plan: Plan) -> list[str]:
     ]
     if plan.spec.checks.enrichment:
         names.append(ENRICHMENT_COVERAGE_MET)
+    names.append(SCHEMA_CONTRACT_KEPT)
+    if plan.consumer_queries:
+        names.append(DOWNSTREAM_QUERIES_WORK)
     names.append(IS_FRESH)
+    if plan.spec.shadow_partitions:
+        names.append(SHADOW_RECONCILES_WITH_BASELINE)
     return names
 
 
@@ -257,7 +284,13 @@ def referential_integrity(
 
 
 def reconciliation(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> WindowCheck:
-    recon = reconcile(conn, plan, candidate=version)
+    return reconciliation_check(reconcile(conn, plan, candidate=version), version)
+
+
+def reconciliation_check(
+    recon: Reconciliation, version: str, name: str = RECONCILES_WITH_BASELINE, span: str = ""
+) -> WindowCheck:
+    """A reconciliation as a window check named ``name``; ``span`` prefixes its summary."""
     failing = recon.failing
     groups = [
         ", ".join(f"{b}={'NULL' if pd.isna(row[b]) else row[b]}" for b in recon.by)
@@ -266,10 +299,11 @@ def reconciliation(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) ->
     ]
     explained = recon.table[[f"rule_{r}" for r in recon.rules]].abs().sum() if recon.rules else {}
     return WindowCheck(
-        RECONCILES_WITH_BASELINE,
+        name,
         version,
         passed=recon.passed,
-        summary=(
+        summary=span
+        + (
             f"{len(failing)} group(s) with an unexplained residual beyond ±{recon.tolerance}: "
             + "; ".join(groups[:5])
             if not recon.passed
@@ -424,6 +458,58 @@ def enrichment(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> Win
     )
 
 
+def schema_contract(
+    conn: duckdb.DuckDBPyConnection, plan: Plan, version: str, published: str | None = None
+) -> WindowCheck:
+    published = published or plan.spec.baseline
+    if version == published:
+        return WindowCheck(
+            SCHEMA_CONTRACT_KEPT, version, True, f"{version} is the published version"
+        )
+    theirs = contract.table_columns(conn, "models", plan.table_name(published))
+    if not theirs:
+        return WindowCheck(
+            SCHEMA_CONTRACT_KEPT,
+            version,
+            passed=False,
+            summary=f"the published version's table models.{plan.table_name(published)} does "
+            "not exist, so there are no columns to compare with",
+        )
+    mine = contract.table_columns(conn, "models", plan.table_name(version))
+    found = contract.compare(plan, version, mine, published, theirs)
+    return WindowCheck(
+        SCHEMA_CONTRACT_KEPT,
+        version,
+        passed=found.kept,
+        summary=contract.summary(found),
+        figures=found.figures(),
+    )
+
+
+def downstream_queries(
+    conn: duckdb.DuckDBPyConnection, plan: Plan, version: str, published: str | None = None
+) -> WindowCheck:
+    results = check_consumers(conn, plan, version, published or plan.spec.baseline)
+    figures = {r.consumer.name: r.figures() for r in results}
+    failing = [r for r in results if not r.passed]
+    shown = failing or results
+    return WindowCheck(
+        DOWNSTREAM_QUERIES_WORK,
+        version,
+        passed=not failing,
+        summary=(
+            f"{len(failing)} of {len(results)} consumer query(ies) would break: "
+            if failing
+            else f"{len(results)} consumer query(ies) work on {version} as if published: "
+        )
+        + "; ".join(consumer_line(r.consumer.name, figures[r.consumer.name]) for r in shown),
+        figures={
+            "consumers": figures,
+            "consumers_failing": [r.consumer.name for r in failing],
+        },
+    )
+
+
 def freshness(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> WindowCheck:
     cadence = plan.cadence
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
@@ -474,10 +560,57 @@ def freshness(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> Wind
     )
 
 
+def _span_label(plan: Plan, version: str) -> str:
+    """``legacy 2024-01-01..2024-01-14``: a version and the span of the window it serves."""
+    return f"{version} {partition_ranges(plan.cadence, plan.window_partitions)[0]}"
+
+
+def _merged(name: str, version: str, parts: list[tuple[str, WindowCheck]]) -> WindowCheck:
+    """One verdict from the same check on each served span: it passes when every span does;
+    its summary and figures name each span (the failing ones first)."""
+    ordered = sorted(parts, key=lambda part: part[1].passed)
+    return WindowCheck(
+        name,
+        version,
+        passed=all(check.passed for _, check in parts),
+        blocking=all(check.blocking for _, check in parts),
+        summary="; ".join(f"{label}: {check.summary}" for label, check in ordered),
+        figures={"served_spans": {label: check.figures for label, check in parts}},
+    )
+
+
+def served(
+    check, conn: duckdb.DuckDBPyConnection, plan: Plan, version: str
+) -> WindowCheck | list[WindowCheck]:
+    """``check(conn, plan, version)`` over what the view serves while ``version`` is published:
+    the window of ``version``, or for a forward-only plan the baseline's span before the
+    cutoff and ``version``'s from it, merged into one verdict per check name."""
+    spans = plan.served_spans(version)
+    if len(spans) == 1:
+        (only, span), *_ = spans
+        return check(conn, span, only)
+    results = [(_span_label(span, v), check(conn, span, v)) for v, span in spans]
+    if isinstance(results[0][1], list):
+        names = [c.name for c in results[0][1]]
+        return [
+            _merged(
+                name,
+                version,
+                [(label, next(c for c in found if c.name == name)) for label, found in results],
+            )
+            for name in names
+        ]
+    return _merged(results[0][1].name, version, results)
+
+
 def run_window_checks(
-    conn: duckdb.DuckDBPyConnection, plan: Plan, version: str | None = None
+    conn: duckdb.DuckDBPyConnection,
+    plan: Plan,
+    version: str | None = None,
+    published: str | None = None,
 ) -> list[WindowCheck]:
-    """All window checks of the plan for ``version`` (default: the candidate)."""
+    """All window checks of the plan for ``version`` (default: the candidate); the schema
+    contract and the consumer queries compare it with ``published`` (default: the baseline)."""
     version = version or plan.spec.candidate
     if not table_exists(conn, "models", plan.table_name(version)):
         return [
@@ -490,18 +623,21 @@ def run_window_checks(
             for name in window_check_names(plan)
         ]
     results = [
-        completeness(conn, plan, version),
-        every_partition_passed(conn, plan, version),
-        code_current(conn, plan, version),
-        sources_current(conn, plan, version),
+        served(completeness, conn, plan, version),
+        served(every_partition_passed, conn, plan, version),
+        served(code_current, conn, plan, version),
+        served(sources_current, conn, plan, version),
         sources_valid(conn, plan, version),
-        *referential_integrity(conn, plan, version),
+        *served(referential_integrity, conn, plan, version),
     ]
+    # What ``version`` itself serves: the window, or a forward-only candidate's span from the
+    # cutoff; the comparisons with the baseline cover that only.
+    own = plan.served_spans(version)[-1][1]
     baseline_built = table_exists(conn, "models", plan.table_name(plan.spec.baseline))
     if version == plan.spec.baseline:
         results.append(WindowCheck(RECONCILES_WITH_BASELINE, version, True, "this is the baseline"))
     elif baseline_built:
-        results.append(reconciliation(conn, plan, version))
+        results.append(reconciliation(conn, own, version))
     else:
         results.append(
             WindowCheck(
@@ -511,15 +647,18 @@ def run_window_checks(
                 summary=f"the baseline {plan.spec.baseline} has not been built yet",
             )
         )
-    results.append(trend(conn, plan, version))
+    results.append(trend(conn, own, version))
     if plan.spec.checks.enrichment:
         if version == plan.spec.baseline:
             results.append(WindowCheck(ENRICHMENT_COVERAGE_MET, version, True, "the baseline"))
         elif baseline_built:
-            results.append(enrichment(conn, plan, version))
+            results.append(enrichment(conn, own, version))
         else:
             results.append(
                 WindowCheck(ENRICHMENT_COVERAGE_MET, version, False, "baseline not built yet")
             )
+    results.append(schema_contract(conn, plan, version, published))
+    if plan.consumer_queries:
+        results.append(downstream_queries(conn, plan, version, published))
     results.append(freshness(conn, plan, version))
     return results

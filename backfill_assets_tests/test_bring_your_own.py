@@ -316,7 +316,8 @@ def scaffold_and_adopt(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     )
     assert f"name: {PLAN}\n" in (folder / "plan.yaml").read_text()
     skeleton = checked_defs(project, env)
-    assert {"models/daily_billings__legacy", "models/daily_billings__v2", "raw/events"} <= skeleton["assets"]
+    expected = {"models/daily_billings__legacy", "models/daily_billings__v2", "raw/events"}
+    assert expected <= skeleton["assets"]
 
     # The team edits the skeleton: its own plan.yaml and SQL replace the examples.
     (folder / "plan.yaml").unlink()

@@ -59,9 +59,8 @@ def test_each_model_has_one_blocking_per_day_check(defs):
     v2 = graph.get(
         dg.AssetCheckKey(dg.AssetKey(["models", "daily_revenue__v2"]), "partition_checks_passed")
     )
-    legacy = graph.get(
-        dg.AssetCheckKey(dg.AssetKey(["models", "daily_revenue__legacy"]), "partition_checks_passed")
-    )
+    legacy_key = dg.AssetKey(["models", "daily_revenue__legacy"])
+    legacy = graph.get(dg.AssetCheckKey(legacy_key, "partition_checks_passed"))
     assert "known_records_match" in v2.description
     assert "known_records_match" not in legacy.description
 

@@ -317,7 +317,7 @@ def test_duckdb_pool_is_enforced_before_the_first_run(e2e: E2E) -> None:
 def test_backfill_runs_in_policy_chunks_and_records_evidence(e2e: E2E) -> None:
     first, last = dt.date(2024, 1, 1), dt.date(2024, 2, 29)
     backfill_id = e2e.dev.launch_backfill(
-        [["models", "daily_revenue__v2"]], first.isoformat(), last.isoformat(), "e2e: v2 Jan-Feb 2024"
+        [["models", "daily_revenue__v2"]], f"{first}", f"{last}", "e2e: v2 Jan-Feb 2024"
     )
     state = e2e.dev.wait_backfill(backfill_id, timeout=420)
 

@@ -313,7 +313,8 @@ def test_sensor_requests_each_late_day_once_per_change_for_every_built_version(w
     for request in first:
         plan, day = plan_day(request)
         versions = plan_named(plan).version_names
-        assert set(request.asset_selection) == {dg.AssetKey(["models", f"{plan}__{v}"]) for v in versions}
+        expected = {dg.AssetKey(["models", f"{plan}__{v}"]) for v in versions}
+        assert set(request.asset_selection) == expected
         assert request.tags[REPAIR_TAG] == "late_data"
         key_plan, key_versions, key_day, fingerprint = run_key_parts(request.run_key)
         assert (key_plan, key_versions, key_day) == (plan, "+".join(versions), day.isoformat())

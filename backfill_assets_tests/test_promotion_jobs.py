@@ -124,6 +124,8 @@ def test_promote_and_rollback_jobs_exist_with_their_config(defs):
             "by": True,
             "reason": True,
             "force": False,
+            "to_version": False,
+            "to_log_row": False,
         }
 
 

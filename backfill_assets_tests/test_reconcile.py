@@ -354,3 +354,23 @@ def test_cli_names_an_unknown_plan(full_window, capsys):
     assert main(["reconcile", "no_such_plan"]) == 1
     err = capsys.readouterr().err
     assert "no_such_plan" in err and "daily_revenue" in err
+
+
+def test_the_reconciliation_carries_what_the_report_needs_from_the_plan(revenue):
+    conn, plan, recon = revenue
+    rules = plan.spec.checks.reconciliation.explained_differences
+    assert recon.descriptions == {r.name: r.description for r in rules}
+    assert recon.candidate_change == plan.version("v2").change
+    assert recon.baseline_change == plan.version("legacy").change
+    assert recon.units == {"orders": "count"}  # BIGINT; the DECIMAL amounts have no known unit
+    measured = recon.measure_totals()
+    assert list(measured) == MEASURES  # the plan's order
+    by_measure = totals(recon)
+    for measure in MEASURES:
+        legacy = scalar(conn, f"SELECT sum({measure}) FROM {plan.model_table('legacy')}")
+        v2 = scalar(conn, f"SELECT sum({measure}) FROM {plan.model_table('v2')}")
+        assert measured[measure]["baseline"] == pytest.approx(legacy, abs=EPS)
+        assert measured[measure]["candidate"] == pytest.approx(v2, abs=EPS)
+        for rule in RULES:
+            expected = by_measure.loc[measure, f"rule_{rule}"]
+            assert measured[measure]["rules"][rule] == pytest.approx(expected, abs=EPS)

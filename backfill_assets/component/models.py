@@ -1,7 +1,7 @@
 """Versioned, partitioned model assets: one per plan and version, plus its sources.
 
-``models/<plan>__<version>`` (e.g. ``models/daily_revenue__v2``) writes the table of the same name. Its
-partitions follow the plan's cadence (hourly, daily, weekly or monthly, in its time zone). A
+``models/<plan>__<version>`` (e.g. ``models/daily_revenue__v2``) writes the table of that name.
+Its partitions follow the plan's cadence (hourly, daily, weekly or monthly, in its time zone). A
 run covers a range of partitions (``BackfillPolicy.multi_run(chunk)``), builds it with one SQL
 statement and writes rows and evidence in one transaction (``build.py``).
 
@@ -23,7 +23,7 @@ from backfill_assets.component.resources import session
 from backfill_assets.partition_checks import PartitionChecks, partition_check_names
 from backfill_assets.partitions import WEEKDAYS, Partition
 from backfill_assets.plan import Plan
-from backfill_assets.publish import is_published
+from backfill_assets.publish import serves
 from backfill_assets.sources import Source
 
 PARTITION_CHECKS_PASSED = "partition_checks_passed"
@@ -129,6 +129,25 @@ def role(plan: Plan, version: str) -> str:
     return "candidate" if version == plan.spec.candidate else "other"
 
 
+def refuse_before_cutoff(plan: Plan, version: str, start: Partition) -> None:
+    """A forward-only plan builds versions other than its baseline from the cutoff only: the
+    view serves the baseline before it, so a run starting earlier is refused, naming the fix,
+    before anything is written."""
+    cutoff = plan.cutoff
+    if cutoff is None or version == plan.spec.baseline or start >= cutoff:
+        return
+    label = plan.cadence.label
+    raise dg.Failure(
+        description=(
+            f"{plan.name}/{version}: the plan is forward_only with cutoff {label(cutoff)}: "
+            f"{version} is built and served from {label(cutoff)} on (before it "
+            f"analytics.{plan.name} serves {plan.spec.baseline}), and this run starts at "
+            f"{label(start)}. Nothing was written. Fix: backfill {version} from "
+            f"{partition_key(plan, cutoff)}."
+        )
+    )
+
+
 def build_model_asset(plan: Plan, version: str) -> dg.AssetsDefinition:
     """The asset of one version of a plan."""
     key = model_key(plan, version)
@@ -174,8 +193,11 @@ def build_model_asset(plan: Plan, version: str) -> dg.AssetsDefinition:
     def _model(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
         window = context.partition_time_window
         start, end = cadence.from_aware(window.start), cadence.from_aware(window.end)
+        refuse_before_cutoff(plan, version, start)
         with session(warehouse) as conn:
-            published = is_published(conn, plan, version)
+            # Users see this version's rows (it is published, or it is a forward-only plan's
+            # baseline serving the span before the cutoff): write-audit-publish.
+            published = serves(conn, plan, version)
             result = build_window(conn, plan, version, start, end, context.run.run_id, published)
         keys = list(context.partition_keys)
         assert len(keys) == len(result.partitions), (keys, result.partitions)

@@ -8,16 +8,21 @@
   partitioned models, so a chunked backfill does not re-run them for every chunk. They run in
   ``window_checks_<plan>_job``, launched by ``window_checks_<plan>_sensor`` once writes to the
   plan have settled, and every morning by ``monitor_<plan>_schedule`` for the published
-  version. The promotion job evaluates them itself.
+  version. The promotion job evaluates them itself. A plan with ``shadow_partitions`` adds
+  ``shadow_reconciles_with_baseline`` (``shadow.py``): evaluated on the published version, it
+  reconciles the new partitions built by both versions and retires the baseline at the end.
 - ``promote_<plan>_job`` and ``rollback_<plan>_job``: the cutover and its undo. A promotion
   prepares everything that could fail (the gate, the cutover summary, its folder) before it
   commits, so a failed run changed nothing and a run that committed succeeds: a summary file
   that cannot be written after the commit is a warning saying how to write it again. A
-  rollback re-checks the evidence of the version it goes back to and is refused when a
-  partition of it fails, unless forced with a reason.
+  rollback goes back to the version the last promotion replaced, or to any version published
+  before (``to_version``, or ``to_log_row``: a row of ``backfill.promotions``); it re-checks
+  that version's evidence and its consumers' queries and is refused when a partition or a
+  consumer of it fails, unless forced with a reason.
 """
 
 import datetime as dt
+from collections.abc import Iterator
 
 import dagster as dg
 import duckdb
@@ -40,6 +45,7 @@ from backfill_assets.publish import (
 from backfill_assets.reconcile import Reconciliation
 from backfill_assets.report import reconciliation_markdown
 from backfill_assets.settings import reports_dir
+from backfill_assets.shadow import shadow_check
 from backfill_assets.warehouse import open_read_only
 from backfill_assets.window_checks import WindowCheck, run_window_checks, window_check_names
 
@@ -64,8 +70,20 @@ CHECK_DESCRIPTIONS = {  # {word}: the plan's partition, day, hour, week or month
     "same phase, with seasonality); a failure names the {word}s.",
     "enrichment_coverage_met": "Rows per {word} equal the baseline and the new column is filled "
     "often enough; a failure names the {word}s and the coverage.",
+    "schema_contract_kept": "The version keeps every column of the published version's table "
+    "with its type, unless the plan declares the change under breaking_changes (then the "
+    "cutover summary announces it); added columns are fine. A failure names each removed or "
+    "retyped column.",
+    "downstream_queries_work": "Each consumer query declared under downstream runs against the "
+    "version as if it were published (the view re-pointed in a transaction that is always "
+    "rolled back), returns at least min_rows rows and keeps its columns; a failure names the "
+    "consumer and why. Its totals before and after are in the metadata.",
     "is_fresh": "A warning: the newest {word} built is not older than the newest complete "
     "source {word}.",
+    "shadow_reconciles_with_baseline": "Shadow period: after a promotion, the {word}s after the "
+    "window built by both the published version and the baseline reconcile (every difference "
+    "explained by a rule); a failure names the groups. When every shadow {word} is compared the "
+    "baseline is retired (no longer built, table kept) and backfill.shadow_periods records it.",
 }
 
 
@@ -101,14 +119,26 @@ class PromoteConfig(dg.Config):
 
 
 class RollbackConfig(dg.Config):
-    """Who rolls back and why."""
+    """Who rolls back, why, and (optionally) to which earlier published version."""
 
     by: str = Field(description="Who is rolling back.")
     reason: str = Field(description="Why, for the log.")
     force: bool = Field(
         default=False,
-        description="Roll back even if partitions of the previous version now fail their checks; "
-        "the log records that it was forced and which checks failed.",
+        description="Roll back even if partitions of the target version (or its consumers' "
+        "queries) now fail their checks; the log records that it was forced and which checks "
+        "failed.",
+    )
+    to_version: str = Field(
+        default="",
+        description="Go back to this version, which must have been published before (the "
+        "baseline or any version a promotion or rollback published). Empty: undo the latest "
+        "promotion.",
+    )
+    to_log_row: int | None = Field(
+        default=None,
+        description="Go back to the version that row of the plan's backfill.promotions log "
+        "published (1 = the plan's first move, oldest first). Instead of to_version.",
     )
 
 
@@ -167,6 +197,18 @@ def check_metadata(check: WindowCheck) -> dict[str, dg.MetadataValue]:
     return metadata
 
 
+def discontinuity_metadata(plan: Plan, version: str) -> dict[str, dg.MetadataValue]:
+    """A forward-only plan publishing ``version``: the view's break in history, named on the
+    published asset's materialization (``discontinuity``, ``cutoff``)."""
+    text = plan.discontinuity(version)
+    if not text:
+        return {}
+    return {
+        "discontinuity": dg.MetadataValue.text(text),
+        "cutoff": dg.MetadataValue.text(plan.cadence.label(plan.cutoff)),
+    }
+
+
 def build_published(plan: Plan) -> dg.Definitions:
     """The published asset, its window checks and its jobs, for one plan."""
     key = published_key(plan)
@@ -187,7 +229,9 @@ def build_published(plan: Plan) -> dg.Definitions:
     def _published(warehouse: DuckDBResource) -> dg.MaterializeResult:
         with session(warehouse) as conn:
             version = ensure_view(conn, plan)
-        return dg.MaterializeResult(metadata={"published_version": version})
+        return dg.MaterializeResult(
+            metadata={"published_version": version, **discontinuity_metadata(plan, version)}
+        )
 
     @dg.multi_asset_check(
         name=f"{plan.name}_window_checks",
@@ -204,9 +248,12 @@ def build_published(plan: Plan) -> dg.Definitions:
     ):
         with session(warehouse) as conn:
             version = config.version or plan.spec.candidate
+            published = published_version(conn, plan)
             if version == PUBLISHED:
-                version = published_version(conn, plan)
-            results = run_window_checks(conn, plan, version)
+                version = published
+            results = run_window_checks(conn, plan, version, published)
+            if plan.spec.shadow_partitions:
+                results.append(shadow_check(conn, plan, version, context.run.run_id))
         for check in results:
             context.log.info(f"{check.name} ({check.version}): {check.summary}")
             yield dg.AssetCheckResult(
@@ -219,10 +266,10 @@ def build_published(plan: Plan) -> dg.Definitions:
                 metadata=check_metadata(check),
             )
 
-    @dg.op(name=f"promote_{plan.name}", pool="duckdb")
+    @dg.op(name=f"promote_{plan.name}", pool="duckdb", out={})  # events only, no output
     def _promote(
         context: dg.OpExecutionContext, config: PromoteConfig, warehouse: DuckDBResource
-    ) -> None:
+    ) -> Iterator[dg.AssetCheckEvaluation | dg.AssetMaterialization]:
         refusal: PublishError | None = None
         gate = None
         with session(warehouse) as conn:
@@ -249,8 +296,10 @@ def build_published(plan: Plan) -> dg.Definitions:
             except PublishError as error:
                 refusal, gate = error, error.gate
         # The window checks the gate evaluated show up on analytics/<plan>, refused or not.
+        # Yielded, not logged with context.log_event: Dagster drops an op's logged events when
+        # the op then fails, and a refusal is when the failing checks matter most.
         for check in gate.checks if gate else []:
-            context.log_event(_evaluation(key, check))
+            yield _evaluation(key, check)
         if refusal is not None:
             problems = gate.problems if gate and gate.problems else [str(refusal)]
             raise dg.Failure(description=str(refusal), metadata={"problems": problems})
@@ -261,6 +310,7 @@ def build_published(plan: Plan) -> dg.Definitions:
             "action": dg.MetadataValue.text("promote"),
             "actor": dg.MetadataValue.text(entry.actor),
             "cutover_summary": dg.MetadataValue.md(summary),
+            **discontinuity_metadata(plan, entry.version),
         }
         try:
             path = write_summary(folder, plan, entry, summary)
@@ -277,10 +327,8 @@ def build_published(plan: Plan) -> dg.Definitions:
         else:
             context.log.info(f"{plan.name}: published {entry.version}; cutover summary at {path}")
             metadata["cutover_summary_file"] = dg.MetadataValue.path(str(path))
-        context.log_event(
-            dg.AssetMaterialization(
-                asset_key=key, description=f"promoted {entry.version}", metadata=metadata
-            )
+        yield dg.AssetMaterialization(
+            asset_key=key, description=f"promoted {entry.version}", metadata=metadata
         )
 
     @dg.op(name=f"rollback_{plan.name}", pool="duckdb")
@@ -290,7 +338,14 @@ def build_published(plan: Plan) -> dg.Definitions:
         try:
             with session(warehouse) as conn:
                 entry = rollback(
-                    conn, plan, config.by, config.reason, context.run.run_id, force=config.force
+                    conn,
+                    plan,
+                    config.by,
+                    config.reason,
+                    context.run.run_id,
+                    force=config.force,
+                    to_version=config.to_version.strip() or None,
+                    to_log_row=config.to_log_row,
                 )
         except PublishError as error:
             raise dg.Failure(description=str(error)) from error
@@ -314,6 +369,8 @@ def build_published(plan: Plan) -> dg.Definitions:
                     "reason": entry.reason,
                     "forced": bool(entry.evidence.get("forced")),
                     "failing_checks": dg.MetadataValue.json(failing),
+                    "returns_to": dg.MetadataValue.json(entry.evidence["returns_to"]),
+                    **discontinuity_metadata(plan, entry.version),
                 },
             )
         )
@@ -331,7 +388,11 @@ def build_published(plan: Plan) -> dg.Definitions:
 
     @dg.job(
         name=f"rollback_{plan.name}_job",
-        description=f"Point analytics.{plan.name} back at the version the last promotion replaced.",
+        description=(
+            f"Point analytics.{plan.name} back at the version the last promotion replaced, or "
+            "at an earlier published version (to_version, to_log_row), if its evidence and "
+            "consumers still pass."
+        ),
     )
     def rollback_job() -> None:
         _rollback()

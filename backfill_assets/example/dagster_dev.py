@@ -3,21 +3,22 @@
 Used by ``backfill-assets demo`` (so the UI's Backfills page shows the demo's backfills) and by
 the end-to-end tests. ``dagster dev`` runs in its own process group with SIGINT restored (it
 ignores signals inherited from a non-interactive parent); stopping sends SIGINT to the group,
-then SIGKILL after a grace period, so no process outlives the context.
+then SIGKILL after a grace period, so no process outlives the context (``processes.py``).
 """
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from backfill_assets.processes import port_problem, start_group, stop_group
 from backfill_assets.settings import PROJECT_DIR, set_writer_pool_limit
 
 LOCATION = "backfill_assets"
@@ -32,6 +33,17 @@ query Backfill($id: String!) {
     ... on PartitionBackfill {
       id status numPartitions
       runs { id status tags { key value } }
+      assetBackfillData {
+        assetBackfillStatuses {
+          __typename
+          ... on AssetPartitionsStatusCounts {
+            numPartitionsTargeted numPartitionsInProgress
+            numPartitionsMaterialized numPartitionsFailed
+          }
+          ... on UnpartitionedAssetStatus { inProgress materialized failed }
+        }
+      }
+      partitionStatusCounts { runStatus count }
     }
     ... on PythonError { message }
     ... on BackfillNotFoundError { message }
@@ -46,9 +58,19 @@ class DagsterDevError(RuntimeError):
 
 @dataclass(frozen=True)
 class BackfillState:
+    """A backfill as the webserver reports it. Partitions count once per asset (two assets of
+    31 days are 62): for an asset backfill Dagster's per-asset status counts, which its daemon
+    updates once per iteration; for a job backfill the partitions by their run's status.
+    ``requested`` partitions have a run (finished or not): fewer than ``targeted`` means the
+    daemon has runs still to launch."""
+
     id: str
     status: str
     runs: list[dict]
+    targeted: int = 0
+    materialized: int = 0
+    failed: int = 0
+    requested: int = 0
 
     @property
     def finished(self) -> bool:
@@ -56,16 +78,52 @@ class BackfillState:
             r["status"] in FINISHED_RUN for r in self.runs
         )
 
+    @property
+    def runs_done(self) -> int:
+        return sum(r["status"] in FINISHED_RUN for r in self.runs)
+
+    @property
+    def all_runs_launched(self) -> bool:
+        return self.requested >= self.targeted
+
+
+def partition_counts(data: dict) -> dict[str, int]:
+    """``targeted``, ``materialized``, ``failed``, ``requested`` of a ``PartitionBackfill``.
+
+    Asset backfills (``launchPartitionBackfill`` with assets, as the UI and the demo launch
+    them) have per-asset counts in ``assetBackfillData``; Dagster returns no
+    ``partitionStatusCounts`` for them, and ``numPartitions`` is null when the assets target
+    different numbers of partitions. Job backfills have only ``partitionStatusCounts``.
+    """
+    statuses = (data.get("assetBackfillData") or {}).get("assetBackfillStatuses")
+    if statuses is not None:
+        counts = dict.fromkeys(("targeted", "materialized", "failed", "requested"), 0)
+        for s in statuses:
+            if s["__typename"] == "AssetPartitionsStatusCounts":
+                done = s["numPartitionsMaterialized"] + s["numPartitionsFailed"]
+                counts["targeted"] += s["numPartitionsTargeted"]
+                counts["materialized"] += s["numPartitionsMaterialized"]
+                counts["failed"] += s["numPartitionsFailed"]
+                counts["requested"] += done + s["numPartitionsInProgress"]
+            else:  # an unpartitioned asset counts as one
+                counts["targeted"] += 1
+                counts["materialized"] += int(s["materialized"])
+                counts["failed"] += int(s["failed"])
+                counts["requested"] += int(s["materialized"] or s["failed"] or s["inProgress"])
+        return counts
+    by_status = {c["runStatus"]: c["count"] for c in data.get("partitionStatusCounts") or []}
+    return {
+        "targeted": data.get("numPartitions") or sum(by_status.values()),
+        "materialized": by_status.get("SUCCESS", 0),
+        "failed": by_status.get("FAILURE", 0) + by_status.get("CANCELED", 0),
+        "requested": sum(n for status, n in by_status.items() if status != "NOT_STARTED"),
+    }
+
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _restore_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 class DagsterDev:
@@ -105,6 +163,8 @@ class DagsterDev:
         self.stop()
 
     def start(self) -> None:
+        if problem := port_problem("127.0.0.1", self.port):
+            raise DagsterDevError(f"cannot start dagster dev: {problem}")
         self.dagster_home.mkdir(parents=True, exist_ok=True)
         set_writer_pool_limit(self.dagster_home)
         env = {
@@ -119,22 +179,20 @@ class DagsterDev:
             "-h", "127.0.0.1", "-p", str(self.port),
         ]  # fmt: skip
         self._log = open(self.log_file, "ab")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
+        self.process = start_group(
             command,
             cwd=self.workspace.parent,
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=_restore_sigint,
         )
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise DagsterDevError(
-                    f"dagster dev exited with {self.process.returncode}; see {self.log_file}"
-                )
+                code = self.process.returncode
+                self.stop()  # its webserver, daemon or code server may still be running
+                raise DagsterDevError(f"dagster dev exited with {code}; see {self.log_file}")
             if self._location_loaded():
                 return
             time.sleep(1)
@@ -160,22 +218,11 @@ class DagsterDev:
         )
 
     def stop(self, grace: float = 20) -> None:
-        """SIGINT to the whole process group, SIGKILL to what is left after ``grace`` s."""
+        """SIGINT to the whole process group; returns once every member has exited, SIGKILLing
+        what is left after ``grace`` s."""
         if self.process is None:
             return
-        try:
-            os.killpg(self.process.pid, signal.SIGINT)
-        except ProcessLookupError:
-            pass
-        try:
-            self.process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.process.wait(timeout=grace)
+        stop_group(self.process, grace=grace)
         self._log.close()
         self.process = None
 
@@ -233,15 +280,24 @@ class DagsterDev:
         data = self.graphql(_BACKFILL_QUERY, {"id": backfill_id})["partitionBackfillOrError"]
         if data["__typename"] != "PartitionBackfill":
             raise DagsterDevError(f"backfill {backfill_id}: {data}")
-        return BackfillState(data["id"], data["status"], data["runs"])
+        return BackfillState(data["id"], data["status"], data["runs"], **partition_counts(data))
 
-    def wait_backfill(self, backfill_id: str, timeout: float = 900) -> BackfillState:
-        deadline = time.monotonic() + timeout
+    def wait_backfill(
+        self,
+        backfill_id: str,
+        timeout: float | None = 900,
+        progress: Callable[[BackfillState], None] | None = None,
+    ) -> BackfillState:
+        """Poll until the backfill and all its runs have finished (no deadline when ``timeout``
+        is None); ``progress`` is called with every state polled, the finished one included."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             state = self.backfill(backfill_id)
+            if progress is not None:
+                progress(state)
             if state.finished:
                 return state
-            if time.monotonic() > deadline:
+            if deadline is not None and time.monotonic() > deadline:
                 raise DagsterDevError(
                     f"backfill {backfill_id} still {state.status} after {timeout}s"
                 )

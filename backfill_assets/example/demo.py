@@ -12,6 +12,7 @@
    and say how to open the UI, where the backfill, runs, checks and promotions are visible.
 """
 
+import textwrap
 import time
 from pathlib import Path
 
@@ -22,15 +23,54 @@ from backfill_assets import evidence, settings
 from backfill_assets.catalog import SHIPPED_DEFS, load_catalog
 from backfill_assets.component.models import partition_key
 from backfill_assets.definitions import defs as lazy_defs
-from backfill_assets.example.dagster_dev import DagsterDev
+from backfill_assets.enrichment import changed_columns
+from backfill_assets.example.dagster_dev import BackfillState, DagsterDev
 from backfill_assets.example.generator import generate
 from backfill_assets.plan import Plan
 from backfill_assets.preflight import preflight
+from backfill_assets.progress import ProgressLine, duration, progress_text
 from backfill_assets.publish import evaluate_gate, published_version
 from backfill_assets.reconcile import reconcile
 from backfill_assets.report import verdict, write_html
 from backfill_assets.status import status_text
 from backfill_assets.window_checks import run_window_checks
+
+WIDTH = 100  # the longest line the demo prints (a path or URL longer than that stays whole)
+
+
+def wrap(text: str, indent: str = "", hang: str = "  ") -> str:
+    """``text`` with ``indent`` before every line, each line wider than ``WIDTH`` broken at
+    spaces; a continued line keeps the line's own indentation plus ``hang`` (two spaces past
+    a ``- `` bullet or in a table row). Markdown tables become rows of cells joined by
+    `` | ``, without their separator rows, so a row can be wrapped too."""
+    out = []
+    for line in text.split("\n"):
+        if set(line.strip()) <= set("|-: ") and "|-" in line:
+            continue  # a table's separator row: |---|---|
+        row = line.startswith("| ") and line.rstrip().endswith("|")
+        if row:
+            line = line.strip()[2:-2].strip()  # "| a | b |" -> "a | b", wrapped as one text
+        body = line.lstrip(" ")
+        lead = indent + line[: len(line) - len(body)]
+        more = "  " if row or body.startswith(("- ", "* ")) else hang
+        out.append(
+            textwrap.fill(
+                body,
+                WIDTH,
+                initial_indent=lead,
+                subsequent_indent=lead + more,
+                break_long_words=False,
+                break_on_hyphens=False,
+            )
+            if body
+            else ""
+        )
+    return "\n".join(out)
+
+
+def say(text: str, indent: str = "", hang: str = "  ") -> None:
+    """Print ``wrap(text, indent, hang)``."""
+    print(wrap(text, indent, hang), flush=True)
 
 
 def _connect() -> duckdb.DuckDBPyConnection:
@@ -48,7 +88,7 @@ def _backfill(dev: DagsterDev, plans: tuple[Plan, ...]) -> bool:
     """One backfill of every version of every plan over its window, each in its own cadence."""
     ranges = [
         (
-            [version, plan.name],
+            plan.asset_path(version),
             partition_key(plan, plan.window_start),
             partition_key(plan, plan.window_partitions[-1]),
         )
@@ -57,24 +97,37 @@ def _backfill(dev: DagsterDev, plans: tuple[Plan, ...]) -> bool:
     ]
     first = min(p.spec.window.start for p in plans)
     last = max(p.spec.window.end for p in plans)
+    started = time.monotonic()
     backfill_id = dev.launch_ranges(ranges, f"demo: {len(ranges)} models {first}..{last}")
-    print(f"      backfill {backfill_id}: {', '.join('/'.join(r[0]) for r in ranges)}")
-    started, shown = time.perf_counter(), -1
-    while not (state := dev.backfill(backfill_id)).finished:
-        done = sum(r["status"] == "SUCCESS" for r in state.runs)
-        if done != shown:
-            elapsed = time.perf_counter() - started
-            print(
-                f"      {done} runs done, {len(state.runs)} launched ({elapsed:.0f}s)", flush=True
-            )
-            shown = done
-        time.sleep(3)
+    say(f"backfill {backfill_id}: {', '.join('/'.join(r[0]) for r in ranges)}", "      ")
+    line = ProgressLine()
+
+    def show(state: BackfillState) -> None:
+        if not state.finished:  # the finished state gets its own line below
+            line.update("      " + _progress(state, time.monotonic() - started))
+
+    state = dev.wait_backfill(backfill_id, timeout=None, progress=show)
     failed = [r for r in state.runs if r["status"] != "SUCCESS"]
-    print(
-        f"      backfill {state.status.lower()}: {len(state.runs)} runs in "
-        f"{time.perf_counter() - started:.0f}s" + (f", {len(failed)} failed" if failed else "")
+    line.finish(
+        f"      backfill {state.status.lower()}: {state.materialized:,}/{state.targeted:,} "
+        f"partitions, {len(state.runs):,} runs in {duration(time.monotonic() - started)}"
+        + (f", {len(failed):,} runs failed" if failed else "")
     )
     return not failed and state.status in {"COMPLETED", "COMPLETED_SUCCESS"}
+
+
+def _progress(state: BackfillState, elapsed: float) -> str:
+    """Partitions done of all targeted (each model's partition counts once), runs done of
+    those launched so far (``+``: more to come), elapsed time and ETA."""
+    return progress_text(
+        state.materialized + state.failed,
+        state.targeted,
+        elapsed,
+        failed=state.failed,
+        runs_done=state.runs_done,
+        runs_total=len(state.runs),
+        more_runs=not state.all_runs_launched,
+    )
 
 
 def _run_job(dev: DagsterDev, plan: Plan, job: str, run_config: dict | None = None) -> bool:
@@ -84,7 +137,7 @@ def _run_job(dev: DagsterDev, plan: Plan, job: str, run_config: dict | None = No
     print(f"      {job}_{plan.name}_job: {status.lower()}")
     if status != "SUCCESS":
         for reason in dev.failure_reasons(run_id):
-            print("        " + reason.replace("\n", "\n        "))
+            say(reason, "        ")
     return status == "SUCCESS"
 
 
@@ -109,18 +162,23 @@ def _report(conn: duckdb.DuckDBPyConnection, plan: Plan) -> None:
     print(f"\n  {plan.name}: window checks of {plan.spec.candidate}")
     for check in run_window_checks(conn, plan, plan.spec.candidate):
         state = "passed" if check.passed else ("warning" if not check.blocking else "FAILED")
-        print(f"    {check.name:<32} {state:<7} {check.summary[:88]}")
+        # The summary wraps under itself, so the names and verdicts stay a column.
+        head = f"    {check.name:<32} {state:<7} "
+        say(head + check.summary, hang=" " * (len(head) - 4))
     recon = reconcile(conn, plan)
-    path = write_html(recon, settings.reports_dir() / plan.name / "reconciliation.html")
-    print(f"    reconciliation: {verdict(recon)}\n    report: {path}")
+    changes = changed_columns(conn, plan)
+    path = write_html(recon, settings.reports_dir() / plan.name / "reconciliation.html", changes)
+    say(f"reconciliation: {verdict(recon)}", "    ")
+    print(f"    report: {path}")  # a path is not wrapped: it stays one thing to copy
     summaries = sorted((settings.reports_dir() / plan.name).glob("cutover-*.md"))
     if published_version(conn, plan) == plan.spec.candidate and summaries:
-        print(f"\n  {plan.name}: cutover summary ({summaries[-1]})\n")
-        print("    " + summaries[-1].read_text().replace("\n", "\n    "))
+        print(f"\n  {plan.name}: cutover summary\n  {summaries[-1]}\n")
+        say(summaries[-1].read_text(), "    ", hang="")  # paragraphs stay flush
     else:
         approver = _promotion_config(plan)["ops"][f"promote_{plan.name}"]["config"]["approved_by"]
         gate = evaluate_gate(conn, plan, plan.spec.candidate, approver)
-        print("\n    " + gate.report().replace("\n", "\n    "))
+        print()
+        say(gate.report(), "    ")
 
 
 def run_demo(orders_per_day: int = 200, seed: int = 42) -> int:
@@ -146,9 +204,11 @@ def run_demo(orders_per_day: int = 200, seed: int = 42) -> int:
             print(f"      {dev.url} is up; backfilling as the UI does (Assets → Materialize)")
             ok &= _backfill(dev, tuple(to_build))
         else:
-            print(
-                f"      {dev.url} is up; nothing to backfill: every partition of every plan is "
-                "already built from these sources with this code"
+            print(f"      {dev.url} is up")
+            say(
+                "nothing to backfill: every partition of every plan is already built from "
+                "these sources with this code",
+                "      ",
             )
         print("\n[3/4] window checks, then promotion, each a job run through the same API")
         for plan in plans:
@@ -167,12 +227,12 @@ def run_demo(orders_per_day: int = 200, seed: int = 42) -> int:
     with _connect() as conn:
         print(f"\n  {'plan':<25} {'version':<8} {'partitions':>10} {'rows':>10} {'failing':>8}")
         for model, version, partitions, count, failing in evidence.summary(conn):
-            print(f"  {model:<25} {version:<8} {partitions:>10} {count:>10,} {failing:>8}")
+            print(f"  {model:<25} {version:<8} {partitions:>10,} {count:>10,} {failing:>8,}")
         for plan in plans:
             _report(conn, plan)
         print("status:")
-        print("  " + status_text(conn, list(plans)).replace("\n", "\n  "))
-    print(f"\ndone in {time.perf_counter() - started:.0f}s")
+        say(status_text(conn, list(plans)), "  ")
+    print(f"\ndone in {duration(time.perf_counter() - started)}")
     print(
         "\nOpen the UI on this warehouse and instance:\n"
         "  .venv/bin/backfill-assets ui        # then http://127.0.0.1:3000\n"
