@@ -12,8 +12,9 @@ A team adopts the project in its own Dagster project by adding a folder per mode
 instance builds, for its plan only: the source specs it reads, one partitioned asset per version
 with its per-day check, the preflight asset and canary job, the published view with its window
 checks, the promotion, rollback and window-check jobs, the window-check sensor, the monitoring
-schedule and the late-data sensor. Every instance shares one ``warehouse`` resource (the DuckDB
-file ``BACKFILL_WAREHOUSE``) and the in-process executor.
+schedule and the late-data sensor (and, with ``shadow_partitions``, the new-partitions sensor
+that builds the published version and its shadow). Every instance shares one ``warehouse``
+resource (the DuckDB file ``BACKFILL_WAREHOUSE``) and the in-process executor.
 
 A plan that does not load does not take the others down: its instance logs the error and
 contributes one asset, ``plan_errors/<folder>``, whose description is the error and whose
@@ -34,7 +35,11 @@ from backfill_assets.component.preflight import build_preflight
 from backfill_assets.component.published import build_published
 from backfill_assets.component.resources import shared_warehouse
 from backfill_assets.component.scaffold import BackfillPlanScaffolder
-from backfill_assets.component.sensors import LateDataPolicy, late_data_sensor
+from backfill_assets.component.sensors import (
+    LateDataPolicy,
+    late_data_sensor,
+    new_partitions_sensor,
+)
 from backfill_assets.plan import Plan, PlanError
 from backfill_assets.settings import warehouse_path
 
@@ -52,7 +57,10 @@ def plan_definitions(
     specs = [source_spec(s) for s in plan.sources if sources is None or s.table in sources]
     own = dg.Definitions(
         assets=[*specs, *models],
-        sensors=[late_data_sensor(plan, late_data)],
+        sensors=[
+            late_data_sensor(plan, late_data),
+            *([new_partitions_sensor(plan)] if plan.spec.shadow_partitions else []),
+        ],
         resources={"warehouse": shared_warehouse(warehouse_path())},
         executor=dg.in_process_executor,
     )

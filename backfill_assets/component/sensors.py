@@ -21,15 +21,19 @@ import duckdb
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
-from backfill_assets.component.models import model_key, partition_key
+from backfill_assets.component.models import model_key, partition_key, partitions_def
+from backfill_assets.component.resources import read_session
 from backfill_assets.late import find_repairs, narrowed, source_probes
 from backfill_assets.plan import Plan
+from backfill_assets.shadow import new_partition_builds
 from backfill_assets.sources import source_problems
 from backfill_assets.warehouse import open_read_only
 
 REPAIR_TAG = "backfill_assets/repair"
 PLAN_TAG = "backfill_assets/plan"
+NEW_PARTITION_TAG = "backfill_assets/new_partition"
 REMEMBERED_KEYS = 1000
+NEW_PER_TICK = 20  # new-partition runs requested per tick at most, oldest first
 
 
 class LateDataPolicy(dg.Model, dg.Resolvable):
@@ -114,5 +118,67 @@ def late_data_sensor(plan: Plan, policy: LateDataPolicy) -> dg.SensorDefinition:
             )
             for repair in chosen
         ]
+
+    return _sensor
+
+
+def new_partitions_sensor(plan: Plan) -> dg.SensorDefinition:
+    """The plan's ``new_partitions_<plan>_sensor`` (plans with ``shadow_partitions``): after a
+    promotion, one run per new complete partition, building the published version and, while
+    the partition lies in the shadow period, the baseline beside it (``shadow.py``)."""
+    models = [model_key(plan, v) for v in plan.version_names]
+    partitions = partitions_def(plan)
+    cadence = plan.cadence
+
+    @dg.sensor(
+        name=f"new_partitions_{plan.name}_sensor",
+        description=(
+            f"After a promotion of {plan.name}: requests one run per new complete "
+            f"{cadence.word} after the published window, building the published version, and "
+            f"the baseline as well for the {plan.spec.shadow_partitions} {cadence.word}(s) of "
+            "the shadow period (reconciled every morning by the monitoring schedule)."
+        ),
+        target=dg.AssetSelection.assets(*models),
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )
+    def _sensor(context: dg.SensorEvaluationContext, warehouse: DuckDBResource):
+        newest = partitions.get_last_partition_key()
+        last = (
+            cadence.from_aware(partitions.time_window_for_partition_key(newest).start)
+            if newest is not None
+            else None
+        )
+        try:
+            with read_session(warehouse) as conn:
+                wanted, reason = new_partition_builds(conn, plan, last)
+        except duckdb.Error as error:
+            return dg.SkipReason(f"warehouse not readable now, trying next tick: {error}")
+        cursor = json.loads(context.cursor) if context.cursor else {}
+        requested = set(cursor.get("requested", []))
+        requests = []
+        for partition, versions in wanted:
+            key = partition_key(plan, partition)
+            run_key = f"{plan.name}:new:{'+'.join(versions)}:{key}"
+            if run_key in requested:
+                continue
+            requests.append(
+                dg.RunRequest(
+                    run_key=run_key,
+                    partition_key=key,
+                    asset_selection=[model_key(plan, v) for v in versions],
+                    tags={NEW_PARTITION_TAG: "+".join(versions), PLAN_TAG: plan.name},
+                )
+            )
+        chosen = requests[:NEW_PER_TICK]
+        remembered = [*cursor.get("requested", []), *(r.run_key for r in chosen)]
+        context.update_cursor(json.dumps({"requested": remembered[-REMEMBERED_KEYS:]}))
+        if not chosen:
+            return dg.SkipReason(reason or f"every new {cadence.word} already requested")
+        context.log.info(
+            f"{plan.name}: requesting {len(chosen)} new {cadence.word}(s): "
+            + ", ".join(r.run_key for r in chosen)
+        )
+        return chosen
 
     return _sensor
