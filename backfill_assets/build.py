@@ -29,7 +29,7 @@ from backfill_assets.partition_checks import PartitionChecks, run_partition_chec
 from backfill_assets.partitions import Partition
 from backfill_assets.plan import Plan, output_type_problems, window_params
 from backfill_assets.sources import source_problems
-from backfill_assets.warehouse import quote, table_exists, transaction
+from backfill_assets.warehouse import committed, quote, retrying, table_exists
 
 STAGE = "backfill_stage"
 
@@ -117,8 +117,11 @@ def _stage(
 def _ensure_model_table(conn: duckdb.DuckDBPyConnection, plan: Plan, version: str) -> None:
     table = plan.table_name(version)
     if not table_exists(conn, "models", table):
-        conn.execute(f"CREATE TABLE {plan.model_table(version)} AS FROM {STAGE} LIMIT 0")
-        return
+        # IF NOT EXISTS: on a DuckLake another writer may create it in between (its columns
+        # are compared below, as any existing table's are).
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {plan.model_table(version)} AS FROM {STAGE} LIMIT 0"
+        )
     staged = conn.execute(f"DESCRIBE {STAGE}").fetchall()
     stored = conn.execute(f"DESCRIBE {plan.model_table(version)}").fetchall()
     if [r[:2] for r in staged] != [r[:2] for r in stored]:
@@ -168,36 +171,43 @@ def build_window(
     _stage(conn, plan, version, start, end)
     stage_fingerprints(conn, plan, start, end)
     partitions = run_partition_checks(conn, plan, version, STAGE, start, end)
-    _ensure_model_table(conn, plan, version)
+    what = f"{plan.name}/{version} {_window_text(plan, start, end)}"
+    # On a DuckLake another writer may create the table first; then this one compares with it.
+    retrying(conn, lambda: _ensure_model_table(conn, plan, version), what)
     held = [p.partition for p in partitions if not p.passed] if published else []
     pc = plan.partition_column
     keep = f"NOT list_contains(CAST($held AS {cadence.column_type}[]), {pc})"
+
+    def write() -> None:
+        conn.execute(
+            f"DELETE FROM {plan.model_table(version)} "
+            f"WHERE {pc} >= $start AND {pc} < $end AND {keep}",
+            {"start": start, "end": end, "held": held},
+        )
+        conn.execute(
+            f"INSERT INTO {plan.model_table(version)} SELECT * FROM {STAGE} WHERE {keep}",
+            {"held": held},
+        )
+        seconds = time.perf_counter() - started
+        verdicts = [(p.partition, p.passed, p.checks) for p in partitions]
+        evidence.replace_window(
+            conn,
+            plan,
+            version,
+            start,
+            end,
+            STAGE,
+            FINGERPRINTS,
+            verdicts,
+            held,
+            run_id,
+            seconds,
+        )
+
     try:
-        with transaction(conn):
-            conn.execute(
-                f"DELETE FROM {plan.model_table(version)} "
-                f"WHERE {pc} >= $start AND {pc} < $end AND {keep}",
-                {"start": start, "end": end, "held": held},
-            )
-            conn.execute(
-                f"INSERT INTO {plan.model_table(version)} SELECT * FROM {STAGE} WHERE {keep}",
-                {"held": held},
-            )
-            seconds = time.perf_counter() - started
-            verdicts = [(p.partition, p.passed, p.checks) for p in partitions]
-            evidence.replace_window(
-                conn,
-                plan,
-                version,
-                start,
-                end,
-                STAGE,
-                FINGERPRINTS,
-                verdicts,
-                held,
-                run_id,
-                seconds,
-            )
+        # One transaction; on a DuckLake, run again when its commit conflicts with another
+        # writer's (on the DuckDB file it runs once, as a plain transaction).
+        committed(conn, write, what)
     finally:
         conn.execute(f"DROP TABLE IF EXISTS {quote(STAGE)}")
     return BuildResult(plan.name, version, start, end, partitions, held)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import duckdb
 
+from backfill_assets import lake as lakes
 from backfill_assets import settings
 from backfill_assets.catalog import Catalog, default_defs_root, load_catalog
 from backfill_assets.warehouse import (
@@ -59,6 +60,8 @@ def connect() -> duckdb.DuckDBPyConnection:
     """Open the configured warehouse for a command that writes sources (``seed``, ``load``),
     creating the file and its folder on first use. An existing file is read through first, so
     a damaged one is refused before anything is written to it."""
+    if (lake := lakes.from_env()) is not None:
+        return open_checked("", create=True, lake=lake)
     path = Path(settings.warehouse_path())
     check_warehouse_name(str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -68,11 +71,15 @@ def connect() -> duckdb.DuckDBPyConnection:
 def connect_existing() -> duckdb.DuckDBPyConnection:
     """Open the configured warehouse for a command that needs its data; a missing file is an
     error (none is created) and a damaged one is refused, both naming the fix."""
+    if (lake := lakes.from_env()) is not None:
+        return open_checked("", lake=lake)
     return waiting(lambda: open_checked(settings.warehouse_path()))
 
 
 def read_only_waiting(path: str) -> duckdb.DuckDBPyConnection:
     """A read-only connection for a command that only reads, waiting while a run writes."""
+    if (lake := lakes.from_env()) is not None:
+        return open_read_only(path, lake)
     return waiting(lambda: open_read_only(path))
 
 

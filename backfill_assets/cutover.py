@@ -300,6 +300,15 @@ def summary_text(plan: Plan, entry: LogEntry, totals: Totals | None = None) -> s
         "| check | result | detail |",
         "|---|---|---|",
     ]
+    reused = evidence.get("verdict_reused_from")
+    if reused:
+        rechecked = ", ".join(reused.get("rechecked") or []) or "none"
+        lines[-2:-2] = [
+            f"Window checks as evaluated by run {reused.get('run_id') or '-'} "
+            f"({reused.get('evaluated_in')}) at {reused.get('evaluated_at', '')[:19]} UTC; "
+            f"nothing they read changed since. Evaluated again: {rechecked}.",
+            "",
+        ]
     checks = evidence.get("checks", {})
     for name, check in checks.items():
         blocking = check.get("blocking", True)

@@ -19,7 +19,7 @@ import duckdb
 
 from backfill_assets.partitions import Partition, stamp
 from backfill_assets.plan import Plan
-from backfill_assets.warehouse import UTC_NOW, ensure_schema, table_exists
+from backfill_assets.warehouse import UTC_NOW, ensure_schema, execute_ddl, table_exists
 
 TABLE = "backfill.partition_evidence"
 
@@ -47,7 +47,7 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
 def ensure_evidence(conn: duckdb.DuckDBPyConnection) -> None:
     """Create the project's schemas and the evidence table if they do not exist."""
     ensure_schema(conn)
-    conn.execute(_DDL)
+    execute_ddl(conn, _DDL)  # on a DuckLake, two first writers may both create it
     columns = {
         row[0]
         for row in conn.execute(

@@ -23,6 +23,7 @@ import duckdb
 from pydantic import Field, GetCoreSchemaHandler, ValidationError, field_validator, model_validator
 from pydantic_core import core_schema
 
+from backfill_assets import lake as lakes
 from backfill_assets.partitions import WEEKDAYS, Cadence, Partition
 from backfill_assets.sources import Source
 from backfill_assets.spec import Identifier, Scalar, Text, YamlError, distinct, read_yaml
@@ -1106,6 +1107,13 @@ def sql_problem(text: str, parser: duckdb.DuckDBPyConnection | None = None) -> s
         tree = json.loads(conn.execute("SELECT json_serialize_sql(?)", [text]).fetchone()[0])
     if tree.get("error"):
         return f"DuckDB cannot read it as a query ({tree.get('error_message')})"
+    reached = lakes.reach_problems(tree)
+    if reached:
+        return (
+            f"it calls {', '.join(reached)}, which reach{'es' if len(reached) == 1 else ''} "
+            "past the tables it reads (the "
+            "warehouse's catalog, another database, or SQL hidden in a string)"
+        )
     nodes: list[Any] = [tree]
     while nodes:
         node = nodes.pop()

@@ -18,17 +18,32 @@ view reads is recorded with each move (``cutoff``, ``discontinuity`` in its evid
 
 An approval counts only from one of the plan's ``approvers``; anyone else named is recorded as
 the person who launched the promotion, never as its approver.
+
+Every evaluation of a version's window checks (``evaluate_window``: the window-check job's and
+the gate's) is recorded with its state key in ``backfill.window_verdicts`` (``verdicts.py``).
+The gate reuses the latest verdict made in the state it finds (same evidence, sources, tables,
+plan files, code, published version and log position; at most a day old) instead of running
+the checks again, re-evaluating only the checks that read the clock or tables outside the plan;
+the promotion's log row names the verdict it reused (``verdict_reused_from``).
 """
 
 import datetime as dt
 import json
+import time
 from dataclasses import dataclass, field
 
 import duckdb
 
+from backfill_assets import verdicts
 from backfill_assets.plan import Plan
 from backfill_assets.view import definition
-from backfill_assets.warehouse import UTC_NOW, ensure_schema, table_exists, transaction
+from backfill_assets.warehouse import (
+    UTC_NOW,
+    committed,
+    ensure_schema,
+    execute_ddl,
+    table_exists,
+)
 from backfill_assets.window_checks import (
     RECONCILES_WITH_BASELINE,
     WindowCheck,
@@ -36,6 +51,7 @@ from backfill_assets.window_checks import (
     completeness,
     downstream_queries,
     every_partition_passed,
+    recheck,
     run_window_checks,
     served,
     sources_current,
@@ -52,6 +68,7 @@ NO_APPROVAL = "(no approval required: risk low)"  # the log's actor when nobody 
 ROLLBACK_CHECKS = (completeness, every_partition_passed, code_current, sources_current)
 # How a rollback names the version it goes back to (the log records which was used).
 LATEST_PROMOTION, BY_VERSION, BY_LOG_ROW = "latest promotion", "version", "log row"
+GATE = "promotion gate"  # where a verdict was evaluated, as backfill.window_verdicts says
 
 # Append-only log of every promotion and rollback. Nothing in the project deletes from it.
 _LOG_DDL = """
@@ -72,7 +89,7 @@ CREATE TABLE IF NOT EXISTS backfill.promotions (
 def ensure_log(conn: duckdb.DuckDBPyConnection) -> None:
     """Create the project's schemas and the promotions log if they do not exist."""
     ensure_schema(conn)
-    conn.execute(_LOG_DDL)
+    execute_ddl(conn, _LOG_DDL)
 
 
 class PublishError(RuntimeError):
@@ -81,6 +98,43 @@ class PublishError(RuntimeError):
     def __init__(self, message: str, gate: "Gate | None" = None) -> None:
         super().__init__(message)
         self.gate = gate
+
+
+@dataclass
+class WindowEvaluation:
+    """A version's window checks and how they were had: evaluated now (and recorded), or
+    reused from ``verdict``, recorded in the same state, with ``rechecked`` evaluated again."""
+
+    checks: list[WindowCheck]
+    verdict: verdicts.Verdict
+    reused: bool
+    rechecked: list[str] = field(default_factory=list)
+    # Evaluated now: the parts of the state that differ from the version's latest verdict.
+    changed: list[str] = field(default_factory=list)
+    key_seconds: float = 0.0
+    check_seconds: float = 0.0
+
+    @property
+    def reused_from(self) -> dict | None:
+        """What the log records of the reused verdict; None when the checks ran."""
+        if not self.reused:
+            return None
+        return {**self.verdict.reference(), "rechecked": self.rechecked}
+
+    def note(self) -> str:
+        """One line for the run's log: reused from where, or evaluated and why."""
+        if self.reused:
+            return (
+                f"window checks of {self.verdict.version}: reused the verdict of run "
+                f"{self.verdict.run_id or '-'} ({self.verdict.evaluated_in}, "
+                f"{self.verdict.evaluated_at:%Y-%m-%d %H:%M:%S} UTC): nothing they read changed "
+                f"since (state key {self.key_seconds:.2f}s); re-evaluated {self.rechecked}"
+            )
+        why = f"changed since the last verdict: {', '.join(self.changed)}" if self.changed else ""
+        return (
+            f"window checks of {self.verdict.version}: evaluated in {self.check_seconds:.2f}s "
+            f"(state key {self.key_seconds:.2f}s){'; ' + why if why else ''}"
+        )
 
 
 @dataclass
@@ -97,6 +151,8 @@ class Gate:
     checks: list[WindowCheck] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     launched_by: str = ""
+    known_differences: dict | None = None
+    evaluation: WindowEvaluation | None = None
 
     @property
     def passed(self) -> bool:
@@ -227,10 +283,70 @@ def ensure_view(conn: duckdb.DuckDBPyConnection, plan: Plan) -> str:
     return version
 
 
+def _log_position(log: list[LogEntry]) -> str:
+    """Where the plan's log stands: a promotion or rollback since moves it."""
+    if not log:
+        return "0"
+    return f"{len(log)}:{log[-1].run_id}:{log[-1].happened_at.isoformat()}"
+
+
+def evaluate_window(
+    conn: duckdb.DuckDBPyConnection,
+    plan: Plan,
+    version: str,
+    published: str,
+    run_id: str,
+    evaluated_in: str,
+    reuse: bool,
+) -> WindowEvaluation:
+    """The window checks of ``version`` against ``published``: with ``reuse``, those of the
+    latest verdict recorded in the state found now (``verdicts.find``), with the checks it
+    cannot vouch for evaluated again; otherwise (or when there is none) evaluated now and
+    recorded with that state. The state is taken before the checks run: whatever changes
+    while they run gives the next evaluation another key."""
+    started = time.perf_counter()
+    parts = verdicts.state(conn, plan, version, published, _log_position(history(conn, plan)))
+    key = verdicts.state_key(parts)
+    key_seconds = time.perf_counter() - started
+    found = verdicts.find(conn, plan, version, key) if reuse else None
+    if found is not None:
+        names = verdicts.rechecked(plan)
+        fresh = recheck(conn, plan, version, published, names)
+        checks = [fresh.get(c.name, c) for c in found.window_checks()]
+        return WindowEvaluation(checks, found, True, sorted(fresh), key_seconds=key_seconds)
+    earlier = verdicts.latest(conn, plan, version)
+    started = time.perf_counter()
+    checks = run_window_checks(conn, plan, version, published)
+    check_seconds = time.perf_counter() - started
+    verdict = verdicts.record(
+        conn,
+        plan,
+        version,
+        published,
+        parts,
+        checks,
+        _known_differences(checks),
+        evaluated_in,
+        run_id,
+        check_seconds,
+        key_seconds,
+    )
+    changed = verdicts.changed_parts(earlier.state, parts) if earlier else []
+    return WindowEvaluation(checks, verdict, False, [], changed, key_seconds, check_seconds)
+
+
 def evaluate_gate(
-    conn: duckdb.DuckDBPyConnection, plan: Plan, version: str, approved_by: str = ""
+    conn: duckdb.DuckDBPyConnection,
+    plan: Plan,
+    version: str,
+    approved_by: str = "",
+    run_id: str = "",
+    reuse: bool = True,
 ) -> Gate:
-    """Every condition of ARCHITECTURE.md §4.3 for ``version``; lists all failures, not one."""
+    """Every condition of ARCHITECTURE.md §4.3 for ``version``; lists all failures, not one.
+
+    The window checks come from ``evaluate_window``: reused when nothing they read changed
+    since they were last evaluated (``reuse``), evaluated and recorded otherwise."""
     if version not in plan.version_names:
         raise PublishError(
             f"{plan.name}: there is no version {version!r}; the plan has {plan.version_names}"
@@ -248,7 +364,9 @@ def evaluate_gate(
     published = published_version(conn, plan)
     if version == published:
         gate.problems.append(f"{version} is already the published version")
-    gate.checks = run_window_checks(conn, plan, version, published)
+    evaluation = evaluate_window(conn, plan, version, published, run_id, GATE, reuse)
+    gate.checks, gate.evaluation = evaluation.checks, evaluation
+    gate.known_differences = evaluation.verdict.known_differences
     for check in gate.checks:
         if check.blocking and not check.passed:
             gate.problems.append(f"{check.name}: {check.summary}")
@@ -275,10 +393,11 @@ def _actor(gate: Gate) -> str:
     return NO_APPROVAL
 
 
-def _known_differences(gate: Gate) -> dict | None:
+def _known_differences(checks: list[WindowCheck]) -> dict | None:
     """The size of each explained difference per measure (the sum over all groups of the
-    change the rule predicts, in absolute value), for the log and the cutover summary."""
-    recon = next((c for c in gate.checks if c.name == RECONCILES_WITH_BASELINE), None)
+    change the rule predicts, in absolute value), for the log and the cutover summary; kept
+    with the verdict, since a reused verdict has no reconciliation table to measure."""
+    recon = next((c for c in checks if c.name == RECONCILES_WITH_BASELINE), None)
     if recon is None or recon.reconciliation is None:
         return None
     table = recon.reconciliation.table
@@ -313,15 +432,18 @@ def _promotion_evidence(plan: Plan, gate: Gate) -> dict:
         },
         "approved_by": gate.approved_by or None,
         "launched_by": gate.launched_by or None,
-        "known_differences": _known_differences(gate),
+        "known_differences": gate.known_differences,
+        "verdict_reused_from": gate.evaluation.reused_from if gate.evaluation else None,
         **_served_by(plan, gate.version),
         **_shadow(plan),
     }
 
 
 def _commit(conn: duckdb.DuckDBPyConnection, plan: Plan, entry: LogEntry) -> LogEntry:
-    """Swap the view and log the move, in one transaction; return the row as logged."""
-    with transaction(conn):
+    """Swap the view and log the move, in one transaction; return the row as logged. On a
+    DuckLake a commit that conflicts with another move runs again and finds it published."""
+
+    def swap() -> None:
         if published_version(conn, plan) != (entry.previous_version or plan.spec.baseline):
             raise PublishError(
                 f"{plan.name}: the published version changed while this {entry.action} was "
@@ -342,6 +464,8 @@ def _commit(conn: duckdb.DuckDBPyConnection, plan: Plan, entry: LogEntry) -> Log
                 entry.happened_at,
             ],
         )
+
+    committed(conn, swap, f"{plan.name} {entry.action} to {entry.version}")
     return entry
 
 
@@ -384,7 +508,7 @@ def prepare_promotion(
     Together with ``commit_promotion``: whatever else must succeed with the promotion (the
     cutover summary) can be prepared in between, so that it fails before anything changed.
     """
-    gate = evaluate_gate(conn, plan, version, approved_by)
+    gate = evaluate_gate(conn, plan, version, approved_by, run_id)
     if not gate.passed:
         raise PublishError(gate.report(), gate)
     entry = _entry(

@@ -4,17 +4,27 @@ The project owns three schemas: ``models`` (one table per plan and version), ``b
 (evidence and the promotions log, each owned by one module: ``evidence.py``, ``publish.py``)
 and ``analytics`` (the published views). Source tables belong to the team and live wherever
 the plans say; nothing here knows them.
+
+Two kinds of warehouse run the same statements: the embedded DuckDB file (the default; one
+writing process at a time) and a DuckLake (``lake.py``; several writers, each commit checked
+against the others'). ``connect_writer``, ``open_read_only`` and ``open_checked`` open either;
+``committed`` and ``execute_ddl`` run a write so that, on a lake, a commit that conflicts with
+another writer's is run again (on a file they run it once, as before).
 """
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 
+from backfill_assets import lake as lakes
 from backfill_assets.spec import IDENTIFIER
+
+T = TypeVar("T")
 
 SCHEMAS = ("models", "backfill", "analytics")
 # File names refused up front: the project's schemas and ``raw``, where sources usually live.
@@ -47,7 +57,37 @@ def relation(table: str) -> str:
 def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
     """Create the project's schemas that do not exist yet (tables belong to their owners)."""
     for schema in SCHEMAS:
-        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
+        execute_ddl(conn, f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
+
+
+def retrying(conn: duckdb.DuckDBPyConnection, action: Callable[[], T], what: str) -> T:
+    """``action()``; on a DuckLake, run again while its commit conflicts with another writer's
+    (``lake.retry_conflicts``: bounded, logged backoff). On a DuckDB file, run once: the file
+    has one writer, and its errors are reported as they are."""
+    if not lakes.is_lake(conn):
+        return action()
+    return lakes.retry_conflicts(action, what)
+
+
+def committed(conn: duckdb.DuckDBPyConnection, body: Callable[[], T], what: str) -> T:
+    """``body()`` inside ``transaction(conn)``, the whole transaction run again on a lake when
+    its COMMIT conflicts (nothing of a failed commit was written, so ``body`` starts over from
+    the state the other writer left)."""
+
+    def attempt() -> T:
+        with transaction(conn):
+            return body()
+
+    return retrying(conn, attempt, what)
+
+
+def execute_ddl(conn: duckdb.DuckDBPyConnection, statement: str) -> None:
+    """Run one idempotent DDL statement (``CREATE ... IF NOT EXISTS``) in its own commit.
+
+    On a lake, two writers creating the same schema or table at once conflict at COMMIT although
+    each said IF NOT EXISTS; the loser runs it again and finds it there.
+    """
+    retrying(conn, lambda: conn.execute(statement), statement.split("(")[0].strip())
 
 
 class WarehouseBusyError(RuntimeError):
@@ -260,11 +300,31 @@ def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
         raise
 
 
-def open_read_only(path: str) -> duckdb.DuckDBPyConnection:
+def connect_writer(
+    path: str,
+    lake: lakes.Lake | None,
+    wait_seconds: float,
+    config: dict | None = None,
+) -> duckdb.DuckDBPyConnection:
+    """A run's write connection: to ``lake`` when one is configured, else to the file at
+    ``path`` (``connect_waiting``). A lake has no file lock to wait for: its writers meet at
+    COMMIT (``committed``). ``config``'s ``enable_external_access`` holds for both."""
+    if lake is None:
+        return connect_waiting(path, wait_seconds, config)
+    external = (config or {}).get("enable_external_access", True)
+    return lakes.connect(lake, config, external_access=bool(external))
+
+
+def open_read_only(path: str, lake: lakes.Lake | None = None) -> duckdb.DuckDBPyConnection:
     """A read-only connection for sensors and reports; raises ``duckdb.Error`` at once (no
     retries) when another process holds the file for writing, when there is no file (none is
     created) or when DuckDB cannot open it. Not read through: a sensor ticks every minute and a
-    reader cannot make the damage worse. Without external access: sensors run plan SQL on it."""
+    reader cannot make the damage worse. Without external access: sensors run plan SQL on it.
+
+    With ``lake``: the lake attached read-only (writers do not block it; it reads the latest
+    committed snapshot), ``path`` unused."""
+    if lake is not None:
+        return lakes.connect(lake, {"memory_limit": MEMORY_LIMIT}, read_only=True)
     check_warehouse_name(path)
     require_file(path)
     config = {"memory_limit": MEMORY_LIMIT, "enable_external_access": False}
@@ -272,7 +332,9 @@ def open_read_only(path: str) -> duckdb.DuckDBPyConnection:
         return duckdb.connect(path, read_only=True, config=config)
 
 
-def open_checked(path: str, create: bool = False) -> duckdb.DuckDBPyConnection:
+def open_checked(
+    path: str, create: bool = False, lake: lakes.Lake | None = None
+) -> duckdb.DuckDBPyConnection:
     """A command line connection, read through before it is used.
 
     Commands that only read must not leave an empty file at a mistyped path (``create`` is for
@@ -280,7 +342,12 @@ def open_checked(path: str, create: bool = False) -> duckdb.DuckDBPyConnection:
     damaged file. Not read-only only because the project's tables are created on first use.
     Commands that read (``create`` false) run plan SQL, so they get no file or extension
     access; ``seed`` and ``load`` read files and keep it.
+
+    With ``lake``: the lake (``path`` unused), with external access only when ``create``. A
+    lake's catalog and files are checked by DuckLake itself; there is no file to read through.
     """
+    if lake is not None:
+        return lakes.connect(lake, {"memory_limit": MEMORY_LIMIT}, external_access=create)
     check_warehouse_name(path)
     existed = is_local_file(path) and Path(path).exists()
     if not create:

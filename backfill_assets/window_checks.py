@@ -38,8 +38,12 @@ passed, current code and sources) and the referential-integrity rules cover both
 with its own version (``served``); the reconciliation, trend and enrichment compare the
 candidate with the baseline over the candidate's span only.
 
-The last two compare the version with the one users see now: ``run_window_checks`` takes it as
-``published`` (the publish module reads it from its log), the baseline when not given.
+``recheck`` evaluates some of them again on their own, for a verdict reused from
+``backfill.window_verdicts`` (``verdicts.py``).
+
+The schema contract and the consumer queries compare the version with the one users see now:
+``run_window_checks`` takes it as ``published`` (the publish module reads it from its log), the
+baseline when not given.
 """
 
 import datetime as dt
@@ -662,3 +666,23 @@ def run_window_checks(
         results.append(downstream_queries(conn, plan, version, published))
     results.append(freshness(conn, plan, version))
     return results
+
+
+def recheck(
+    conn: duckdb.DuckDBPyConnection,
+    plan: Plan,
+    version: str,
+    published: str | None,
+    names: list[str],
+) -> dict[str, WindowCheck]:
+    """The checks ``names`` evaluated again, as ``run_window_checks`` evaluates them: those a
+    recorded verdict cannot vouch for (``verdicts.rechecked``: the clock, tables outside the
+    plan). None while the version's table is missing: its recorded verdict says so."""
+    if not table_exists(conn, "models", plan.table_name(version)):
+        return {}
+    found = {}
+    if DOWNSTREAM_QUERIES_WORK in names and plan.consumer_queries:
+        found[DOWNSTREAM_QUERIES_WORK] = downstream_queries(conn, plan, version, published)
+    if IS_FRESH in names:
+        found[IS_FRESH] = freshness(conn, plan, version)
+    return found

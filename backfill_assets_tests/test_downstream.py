@@ -177,7 +177,7 @@ def test_plain_string_downstream_entries_still_load(tmp_path):
     [
         ("SELECT * FROM analytics.daily_revenue JOIN backfill.promotions ON true", "backfill."),
         ("SELECT * FROM models.daily_revenue__v2", "models.daily_revenue__v2"),
-        ("SELECT * FROM query('SELECT * FROM analytics.daily_revenue')", "hide the table"),
+        ("SELECT * FROM query('SELECT * FROM analytics.daily_revenue')", "calls query()"),
         ("DELETE FROM analytics.daily_revenue", "not exactly one read-only query"),
         ("SELECT 1; DROP VIEW analytics.daily_revenue", "not exactly one read-only query"),
     ],

@@ -8,7 +8,10 @@
   partitioned models, so a chunked backfill does not re-run them for every chunk. They run in
   ``window_checks_<plan>_job``, launched by ``window_checks_<plan>_sensor`` once writes to the
   plan have settled, and every morning by ``monitor_<plan>_schedule`` for the published
-  version. The promotion job evaluates them itself. A plan with ``shadow_partitions`` adds
+  version. Each evaluation is recorded with the state it was made in
+  (``backfill.window_verdicts``); the promotion job reuses it when nothing the checks read
+  changed since (its log row and materialization say ``verdict_reused_from``), and evaluates
+  them itself otherwise. A plan with ``shadow_partitions`` adds
   ``shadow_reconciles_with_baseline`` (``shadow.py``): evaluated on the published version, it
   reconciles the new partitions built by both versions and retires the baseline at the end.
 - ``promote_<plan>_job`` and ``rollback_<plan>_job``: the cutover and its undo. A promotion
@@ -31,13 +34,14 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from backfill_assets import evidence
-from backfill_assets.component.resources import session
+from backfill_assets.component.resources import read_session, session
 from backfill_assets.cutover import cutover_summary, prepare_folder, summary_path, write_summary
 from backfill_assets.plan import Plan
 from backfill_assets.publish import (
     PublishError,
     commit_promotion,
     ensure_view,
+    evaluate_window,
     prepare_promotion,
     published_version,
     rollback,
@@ -46,8 +50,7 @@ from backfill_assets.reconcile import Reconciliation
 from backfill_assets.report import reconciliation_markdown
 from backfill_assets.settings import reports_dir
 from backfill_assets.shadow import shadow_check
-from backfill_assets.warehouse import open_read_only
-from backfill_assets.window_checks import WindowCheck, run_window_checks, window_check_names
+from backfill_assets.window_checks import WindowCheck, window_check_names
 
 PUBLISHED = "published"  # window-check config: the version users see now
 SETTLE_SECONDS = 60  # quiet time after the last write before window checks run
@@ -166,13 +169,20 @@ def published_key(plan: Plan) -> dg.AssetKey:
     return dg.AssetKey(plan.published_path)
 
 
-def _evaluation(key: dg.AssetKey, check: WindowCheck) -> dg.AssetCheckEvaluation:
+def _evaluation(
+    key: dg.AssetKey, check: WindowCheck, reused_from: dict | None = None
+) -> dg.AssetCheckEvaluation:
+    """A check the promotion's gate evaluated, or reused from a recorded verdict (named in
+    ``verdict_reused_from``, unless this check was evaluated again)."""
+    metadata = check_metadata(check)
+    if reused_from and check.name not in reused_from["rechecked"]:
+        metadata["verdict_reused_from"] = dg.MetadataValue.json(reused_from)
     return dg.AssetCheckEvaluation(
         asset_key=key,
         check_name=check.name,
         passed=check.passed,
         severity=dg.AssetCheckSeverity.ERROR if check.blocking else dg.AssetCheckSeverity.WARN,
-        metadata=check_metadata(check),
+        metadata=metadata,
     )
 
 
@@ -251,7 +261,19 @@ def build_published(plan: Plan) -> dg.Definitions:
             published = published_version(conn, plan)
             if version == PUBLISHED:
                 version = published
-            results = run_window_checks(conn, plan, version, published)
+            # Always evaluated here (this job is how the checks are brought up to date), and
+            # recorded with its state key for the promotion to reuse.
+            evaluation = evaluate_window(
+                conn,
+                plan,
+                version,
+                published,
+                context.run.run_id,
+                context.run.job_name,
+                reuse=False,
+            )
+            context.log.info(evaluation.note())
+            results = list(evaluation.checks)
             if plan.spec.shadow_partitions:
                 results.append(shadow_check(conn, plan, version, context.run.run_id))
         for check in results:
@@ -298,8 +320,12 @@ def build_published(plan: Plan) -> dg.Definitions:
         # The window checks the gate evaluated show up on analytics/<plan>, refused or not.
         # Yielded, not logged with context.log_event: Dagster drops an op's logged events when
         # the op then fails, and a refusal is when the failing checks matter most.
+        evaluation = gate.evaluation if gate else None
+        reused_from = evaluation.reused_from if evaluation else None
+        if evaluation is not None:
+            context.log.info(evaluation.note())
         for check in gate.checks if gate else []:
-            yield _evaluation(key, check)
+            yield _evaluation(key, check, reused_from)
         if refusal is not None:
             problems = gate.problems if gate and gate.problems else [str(refusal)]
             raise dg.Failure(description=str(refusal), metadata={"problems": problems})
@@ -310,8 +336,11 @@ def build_published(plan: Plan) -> dg.Definitions:
             "action": dg.MetadataValue.text("promote"),
             "actor": dg.MetadataValue.text(entry.actor),
             "cutover_summary": dg.MetadataValue.md(summary),
+            "window_checks": dg.MetadataValue.text(evaluation.note() if evaluation else ""),
             **discontinuity_metadata(plan, entry.version),
         }
+        if reused_from:
+            metadata["verdict_reused_from"] = dg.MetadataValue.json(reused_from)
         try:
             path = write_summary(folder, plan, entry, summary)
         except Exception as error:  # whatever it is: the promotion is done; warn, do not fail
@@ -415,7 +444,7 @@ def build_published(plan: Plan) -> dg.Definitions:
     )
     def _after_writes(context: dg.SensorEvaluationContext, warehouse: DuckDBResource):
         try:
-            with open_read_only(warehouse.database) as conn:
+            with read_session(warehouse) as conn:
                 last, settled = evidence.last_write(conn, plan, SETTLE_SECONDS)
         except duckdb.Error as error:
             return dg.SkipReason(f"warehouse not readable now, trying next tick: {error}")

@@ -27,7 +27,6 @@ from backfill_assets.late import find_repairs, narrowed, source_probes
 from backfill_assets.plan import Plan
 from backfill_assets.shadow import new_partition_builds
 from backfill_assets.sources import source_problems
-from backfill_assets.warehouse import open_read_only
 
 REPAIR_TAG = "backfill_assets/repair"
 PLAN_TAG = "backfill_assets/plan"
@@ -70,7 +69,7 @@ def late_data_sensor(plan: Plan, policy: LateDataPolicy) -> dg.SensorDefinition:
         now = time.time()
         full_scan_due = now - cursor.get("full_scan_at", 0) >= 60 * policy.full_scan_minutes
         try:
-            with open_read_only(warehouse.database) as conn:
+            with read_session(warehouse) as conn:
                 problems = source_problems(conn, plan.sources)
                 if problems:
                     return dg.SkipReason("; ".join(problems))
