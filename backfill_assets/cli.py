@@ -394,8 +394,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
             "of this machine (127.0.0.1 by default) and --port a free port above 1023."
         )
         return 1
+    from backfill_assets.instance import InstanceStorageError, instance_storage
+
     home = use_project_dagster_home()
-    settings.set_writer_pool_limit(home)
     os.environ.setdefault("BACKFILL_WAREHOUSE", settings.warehouse_path())
     command = [
         sys.executable,
@@ -409,13 +410,24 @@ def cmd_ui(args: argparse.Namespace) -> int:
         "-p",
         str(args.port),
     ]
-    print(f"DAGSTER_HOME={home} BACKFILL_WAREHOUSE={os.environ['BACKFILL_WAREHOUSE']}")
-    print(" ".join(command))
-    print(
-        f"the UI will be at http://{args.host}:{args.port}; Ctrl-C stops it with its daemon",
-        flush=True,
-    )
-    return _serve_ui(command, args.host, args.port)
+    try:
+        with instance_storage(home) as storage:
+            settings.set_writer_pool_limit(storage.home)
+            os.environ.update(storage.env)  # DAGSTER_HOME and Dagster's event settings
+            print(
+                f"DAGSTER_HOME={storage.home} ({storage.kind} storage) "
+                f"BACKFILL_WAREHOUSE={os.environ['BACKFILL_WAREHOUSE']}"
+            )
+            print(" ".join(command))
+            print(
+                f"the UI will be at http://{args.host}:{args.port}; Ctrl-C stops it with its "
+                "daemon",
+                flush=True,
+            )
+            return _serve_ui(command, args.host, args.port)
+    except InstanceStorageError as error:
+        _ui_say(f"backfill-assets ui: {error}")
+        return 1
 
 
 def parser() -> argparse.ArgumentParser:

@@ -514,7 +514,7 @@ def test_a_team_project_scaffolds_builds_promotes_and_repairs_its_own_plan(tmp_p
         assert repaired_days == LATE_DAYS
         for repair in repairs:
             selection = {tuple(a["path"]) for a in repair["assetSelection"]}
-            assert selection == {(version, PLAN) for version in VERSIONS}
+            assert selection == {("models", f"{PLAN}__{version}") for version in VERSIONS}
 
         # Exactly those days were rebuilt, both versions, by the repair runs; nothing else moved.
         after = evidence_stamps(warehouse)

@@ -43,6 +43,7 @@ SEED_FIRST = dt.date(2024, 1, 1)
 SEED_LAST = dt.date(2025, 12, 31)
 BUILD_END = dt.date(2026, 1, 1)  # exclusive
 OK_BACKFILL = {"COMPLETED_SUCCESS", "COMPLETED"}
+VERSIONS = ("legacy", "v2")
 LOCK_ERRORS = ("could not set lock", "conflicting lock")
 PARTITION_TAG = "dagster/partition"
 SENSOR_TAG = "dagster/sensor_name"
@@ -347,7 +348,7 @@ def test_overlapping_backfills_queue_on_the_pool_without_lock_errors(e2e: E2E) -
         "e2e: A daily_revenue Mar-Apr",
     )
     b_id = dev.launch_backfill(
-        [[v, p] for p in ("daily_revenue", "fct_orders") for v in ("legacy", "v2")],
+        [["models", f"{p}__{v}"] for p in ("daily_revenue", "fct_orders") for v in VERSIONS],
         b_first.isoformat(),
         b_last.isoformat(),
         "e2e: B both plans Apr-mid May",
@@ -424,7 +425,8 @@ def test_cancel_then_reexecute_from_failure_leaves_exact_data(e2e: E2E) -> None:
     built: dict[tuple[str, dt.date], list[str]] = {}
     for run in canceled.runs + retried_runs:
         for path, day in run_details(dev, run["id"])["materialized"]:
-            built.setdefault((path[0], day), []).append(run["id"])
+            version = path[-1].rsplit("__", 1)[1]  # models/<plan>__<version>
+            built.setdefault((version, day), []).append(run["id"])
     expected_pairs = {(v, d) for v in ("legacy", "v2") for d in days(first, last)}
     assert built.keys() == expected_pairs
     assert {k: ids for k, ids in built.items() if len(ids) != 1} == {}
@@ -561,7 +563,7 @@ def test_late_rows_are_repaired_by_the_sensor_for_their_days_only(e2e: E2E) -> N
     for run in repairs:
         plan = tags_of(run)[PLAN_TAG]
         selection = {tuple(a["path"]) for a in run_details(dev, run["id"])["assetSelection"]}
-        assert selection == {("legacy", plan), ("v2", plan)}
+        assert selection == {("models", f"{plan}__legacy"), ("models", f"{plan}__v2")}
 
     # v2 of fct_orders holds the new orders; legacy revenue counts every new row.
     new_orders = fetch(

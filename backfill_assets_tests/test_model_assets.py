@@ -84,7 +84,9 @@ def evidence(warehouse_file: Path, first: str, last: str) -> dict[str, tuple[boo
     return {day: (passed, json.loads(checks)) for day, passed, checks in rows}
 
 
-def test_ranged_run_with_one_bad_day_fails_but_records_every_partition(instance, warehouse_file):
+def test_ranged_run_with_one_bad_day_fails_the_chunk_and_records_every_partition(
+    instance, warehouse_file
+):
     seed_three_months(warehouse_file, plant_null_region_on=BAD_DAY)
     january = days(dt.date(2024, 1, 1), dt.date(2024, 1, 31))
 
@@ -95,8 +97,18 @@ def test_ranged_run_with_one_bad_day_fails_but_records_every_partition(instance,
     failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     assert len(failures) == 1
     assert PARTITION_CHECKS_PASSED in failures[0].step_failure_data.error.message
-    # ... after all 31 days were written and recorded as materialized.
-    assert instance.get_materialized_partitions(V2_FCT_ORDERS) == set(january)
+    # ... naming the bad day and its failed sub-check. All 31 days were written (evidence),
+    # but Dagster records none as materialized: the UI's data (planned, never materialized, in
+    # a failed run) shows the chunk's days failed, and "re-execute from failure" rebuilds it.
+    assert f"{BAD_DAY}: {NULL_RATES_WITHIN_LIMITS}" in failures[0].step_failure_data.error.message
+    assert instance.get_materialized_partitions(V2_FCT_ORDERS) == set()
+    attempts = instance.event_log_storage.get_latest_asset_partition_materialization_attempts_without_materializations(  # noqa: E501
+        V2_FCT_ORDERS
+    )
+    assert set(attempts) == set(january)
+    assert {instance.get_run_by_id(run_id).status for run_id, _ in attempts.values()} == {
+        dg.DagsterRunStatus.FAILURE
+    }
     stored = evidence(warehouse_file, january[0], january[-1])
     assert list(stored) == january
     assert [day for day, (passed, _) in stored.items() if not passed] == [BAD_DAY]

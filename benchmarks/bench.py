@@ -6,10 +6,17 @@
 Every figure is measured in the same run as the reference (one hand-written DuckDB statement
 for the v2 daily_revenue window) and printed as a ratio to it, because machines here are shared
 and noisy. ``--out`` writes the table as Markdown (docs/benchmarks.md holds the last full run).
+
+Dagster's bookkeeping is measured per instance storage (``STORAGES``: SQLite with Dagster's
+defaults, SQLite with the project's event settings, the embedded PostgreSQL with them): a probe
+of a ranged run that records what a model records per partition, and the end-to-end backfill
+through ``dagster dev`` (every storage in a full run, the project's default with ``--quick``;
+``--e2e-storages`` chooses).
 """
 
 import argparse
 import datetime as dt
+import json
 import os
 import platform
 import shutil
@@ -21,18 +28,41 @@ import time
 from pathlib import Path
 
 import duckdb
+import yaml
 
 from backfill_assets.build import STAGE, build_window
 from backfill_assets.catalog import SHIPPED_DEFS, load_catalog
 from backfill_assets.example.dagster_dev import DagsterDev
 from backfill_assets.example.generator import generate
 from backfill_assets.example.late_rows import append_late_rows
+from backfill_assets.instance import event_env, instance_storage
 from backfill_assets.late import find_repairs, narrowed, source_probes
 from backfill_assets.partitions import chunks
 from backfill_assets.plan import Plan, window_params
 from backfill_assets.window_checks import run_window_checks
 
 ROOT = Path(__file__).resolve().parents[1]
+
+BATCH_VARIABLE = "DAGSTER_EVENT_BATCH_SIZE"
+SUBSET_VARIABLE = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
+# Instance storages measured: name -> (storage, event variables). "sqlite" is Dagster's own
+# defaults (batching off); the others use the project's event settings (instance.event_env).
+STORAGES: dict[str, tuple[str, dict[str, str]]] = {
+    "sqlite": ("sqlite", {BATCH_VARIABLE: "0"}),
+    "sqlite+batching": ("sqlite", event_env()),
+    "postgres+batching": ("postgres", event_env()),
+}
+DEFAULT_STORAGE = "sqlite+batching"  # what the demo, `backfill-assets ui` and the tests use
+# Only probed, for the record: dagster-postgres as it comes (a new connection per statement),
+# PostgreSQL without batching, and the planned-subset flag that instance.py leaves off (it hides
+# the failed days of a failed chunk on the asset's page).
+PLAIN_POSTGRES = "plain dagster-postgres+batching"
+PROBED_ONLY: dict[str, tuple[str, dict[str, str]]] = {
+    PLAIN_POSTGRES: ("postgres", event_env()),
+    "postgres": ("postgres", {BATCH_VARIABLE: "0"}),
+    "sqlite+batching+subset": ("sqlite", {**event_env(), SUBSET_VARIABLE: "true"}),
+    "postgres+batching+subset": ("postgres", {**event_env(), SUBSET_VARIABLE: "true"}),
+}
 
 
 def shipped_plans() -> list[Plan]:
@@ -190,24 +220,135 @@ def _narrowed_tick(conn, plans: list[Plan], before: dict[str, str]):
     return ", ".join(f"{k}: {len(v)}" for k, v in only.items()), scan
 
 
-def _end_to_end(workdir: Path, warehouse: Path, plans, first: dt.date, last: dt.date) -> dict:
-    """The UI's path: one backfill of both versions of both plans, window checks, promotion."""
-    home = workdir / "dagster_home"
-    home.mkdir(exist_ok=True)
-    shutil.copy(ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+def _storage_env(events: dict[str, str], storage_env: dict[str, str]) -> dict[str, str]:
+    """The environment of a measured Dagster: this one's, without inherited event variables,
+    plus the storage's home and the configuration's event variables."""
+    env = {k: v for k, v in os.environ.items() if k not in (BATCH_VARIABLE, SUBSET_VARIABLE)}
+    return {**env, **storage_env, **events}
+
+
+def _bookkeeping_probe(sizes: list[int]) -> None:
+    """In a child process (``--bookkeeping-probe``): time ranged runs of ``sizes`` partitions of
+    an asset that records what a model records per partition (a planned materialization, a
+    materialization, a planned and an evaluated check) and does nothing else; print JSON."""
+    import dagster as dg
+
+    parts = dg.DailyPartitionsDefinition(start_date="2000-01-01", end_date="2010-01-01")
+    key = dg.AssetKey(["bench", "bookkeeping"])
+    check = "partition_checks_passed"
+
+    @dg.asset(
+        key=key,
+        partitions_def=parts,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        check_specs=[dg.AssetCheckSpec(check, asset=key, blocking=True, partitions_def=parts)],
+    )
+    def bookkeeping(context: dg.AssetExecutionContext):
+        yield dg.MaterializeResult(asset_key=key, metadata={"rows_in_run": 0})
+        for partition in context.partition_keys:
+            yield dg.AssetCheckEvaluation(
+                asset_key=key,
+                check_name=check,
+                passed=True,
+                partition=partition,
+                blocking=True,
+                metadata={"rows": 0, "failed_checks": "none"},
+            )
+        yield dg.Output(
+            None,
+            output_name=context.assets_def.get_output_name_for_asset_check_key(
+                dg.AssetCheckKey(key, check)
+            ),
+        )
+
+    job = dg.Definitions(assets=[bookkeeping]).resolve_implicit_global_asset_job_def()
+    keys = parts.get_partition_keys()
+    quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+    seconds, offset = [], 0
+    with dg.DagsterInstance.get() as instance:
+        for size in sizes:
+            tags = {
+                "dagster/asset_partition_range_start": keys[offset],
+                "dagster/asset_partition_range_end": keys[offset + size - 1],
+            }
+            offset += size
+            started = time.perf_counter()
+            result = job.execute_in_process(instance=instance, tags=tags, run_config=quiet)
+            seconds.append(time.perf_counter() - started)
+            assert result.success
+    print(json.dumps(seconds))
+
+
+def _bookkeeping(workdir: Path, name: str, kind: str, events: dict, partitions: int) -> float:
+    """Dagster's cost per partition (ms) on one storage: a run of ``partitions`` partitions
+    minus a run of one, after a warm-up run, in one fresh process."""
+    shipped = yaml.safe_load((ROOT / "dagster_home" / "dagster.yaml").read_text())
+    folder = workdir / "probe-{}".format(name.replace("+", "-").replace(" ", "-"))
+    with instance_storage(folder, kind) as storage:
+        if name == PLAIN_POSTGRES:
+            plain = {"storage": {"postgres": {"postgres_url": storage.url}}}
+            (storage.home / "dagster.yaml").write_text(yaml.safe_dump({**plain, **shipped}))
+        process = subprocess.run(
+            [sys.executable, __file__, "--bookkeeping-probe", f"1,1,{partitions}"],
+            env=_storage_env(events, storage.env),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+    if process.returncode != 0:
+        raise RuntimeError(f"bookkeeping probe on {name} failed:\n{process.stderr[-3000:]}")
+    _, one, many = json.loads(process.stdout.strip().splitlines()[-1])
+    return (many - one) / (partitions - 1) * 1000
+
+
+def _end_to_end(
+    workdir: Path,
+    warehouse: Path,
+    plans,
+    first: dt.date,
+    last: dt.date,
+    storage: str = DEFAULT_STORAGE,
+    jobs: bool = True,
+) -> dict:
+    """The UI's path on one instance storage: one backfill of both versions of both plans,
+    then (``jobs``) the window checks and the promotions."""
+    kind, events = STORAGES[storage]
     figures: dict = {}
     peaks: dict[int, tuple[str, float]] = {}
     done = threading.Event()
+    with instance_storage(workdir / f"home-{storage}".replace("+", "-"), kind) as instance:
+        home = instance.home
 
-    def sample() -> None:
-        while not done.wait(0.2):
-            _dagster_peak_rss(home, peaks)
+        def sample() -> None:
+            while not done.wait(0.2):
+                _dagster_peak_rss(home, peaks)
 
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    with DagsterDev(home, str(warehouse)) as dev:
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        env = _storage_env(events, instance.env)
+        try:
+            _backfill_and_jobs(home, env, warehouse, plans, first, last, jobs, figures)
+        finally:
+            done.set()
+            sampler.join()
+    figures["peak_run_rss_mb"] = max((mb for k, mb in peaks.values() if k == "run"), default=0)
+    figures["run_processes"] = sum(1 for k, _ in peaks.values() if k == "run")
+    figures["peak_code_server_rss_mb"] = max(
+        (mb for k, mb in peaks.values() if k == "code server"), default=0
+    )
+    return figures
+
+
+def _backfill_and_jobs(
+    home: Path, env: dict, warehouse: Path, plans, first, last, jobs: bool, figures: dict
+) -> None:
+    # DagsterDev starts from this process's environment; the measured configuration's event
+    # variables are passed explicitly ("0" turns batching off, "false" the subset flag).
+    extra = {BATCH_VARIABLE: env.get(BATCH_VARIABLE, "0"), SUBSET_VARIABLE: "false"}
+    extra.update({k: env[k] for k in (SUBSET_VARIABLE,) if k in env})
+    with DagsterDev(home, str(warehouse), env=extra) as dev:
         started, launched_at = time.perf_counter(), time.time()
-        assets = [[v, p.name] for p in plans for v in p.version_names]
+        assets = [p.asset_path(v) for p in plans for v in p.version_names]
         backfill_id = dev.launch_backfill(assets, first.isoformat(), last.isoformat(), "bench")
         while not (state := dev.backfill(backfill_id)).finished:
             time.sleep(0.5)
@@ -215,6 +356,10 @@ def _end_to_end(workdir: Path, warehouse: Path, plans, first: dt.date, last: dt.
         completed_at = time.time()
         figures["runs"] = len(state.runs)
         figures["backfill_status"] = state.status
+        if not jobs:
+            figures["total_s"] = figures["backfill_s"]
+            _run_timings(dev, state, figures, launched_at, completed_at)
+            return
         check_started = time.perf_counter()
         for plan in plans:
             dev.wait_run(dev.launch_job(f"window_checks_{plan.name}_job"))
@@ -234,34 +379,45 @@ def _end_to_end(workdir: Path, warehouse: Path, plans, first: dt.date, last: dt.
         figures["promotion_s"] = time.perf_counter() - promote_started
         figures["promotions"] = outcomes
         figures["total_s"] = time.perf_counter() - started
-        runs = dev.graphql(
-            """
-            query Runs($ids: [String!]) {
-              runsOrError(filter: {runIds: $ids}) { ... on Runs { results { startTime endTime } } }
-            }
-            """,
-            {"ids": [r["id"] for r in state.runs]},
-        )["runsOrError"]["results"]
-        runs = [r for r in runs if r["startTime"] and r["endTime"]]
-        runs.sort(key=lambda r: r["startTime"])
-        durations = [r["endTime"] - r["startTime"] for r in runs]
-        figures["mean_run_s"] = sum(durations) / max(len(durations), 1)
-        # Between one chunk's end and the next one's start: the queue's look for a free pool
-        # slot, the run worker's process start and code load.
-        gaps = [b["startTime"] - a["endTime"] for a, b in zip(runs, runs[1:], strict=False)]
-        figures["mean_gap_s"] = sum(gaps) / max(len(gaps), 1)
-        # The backfill daemon's own pace (it wakes every 30 s): launch to the first run's start,
-        # and the last run's end to the backfill being marked complete.
-        figures["first_run_after_s"] = runs[0]["startTime"] - launched_at
-        figures["completed_after_s"] = completed_at - runs[-1]["endTime"]
-    done.set()
-    sampler.join()
-    figures["peak_run_rss_mb"] = max((mb for k, mb in peaks.values() if k == "run"), default=0)
-    figures["run_processes"] = sum(1 for k, _ in peaks.values() if k == "run")
-    figures["peak_code_server_rss_mb"] = max(
-        (mb for k, mb in peaks.values() if k == "code server"), default=0
-    )
-    return figures
+        _run_timings(dev, state, figures, launched_at, completed_at)
+
+
+def _run_timings(
+    dev: DagsterDev, state, figures: dict, launched_at: float, completed_at: float
+) -> None:
+    """The backfill's runs: mean duration, total, gaps between them, the daemon's pace."""
+    runs = dev.graphql(
+        """
+        query Runs($ids: [String!]) {
+          runsOrError(filter: {runIds: $ids}) { ... on Runs { results { startTime endTime } } }
+        }
+        """,
+        {"ids": [r["id"] for r in state.runs]},
+    )["runsOrError"]["results"]
+    runs = [r for r in runs if r["startTime"] and r["endTime"]]
+    runs.sort(key=lambda r: r["startTime"])
+    durations = [r["endTime"] - r["startTime"] for r in runs]
+    figures["mean_run_s"] = sum(durations) / max(len(durations), 1)
+    figures["run_s"] = sum(durations)
+    # Between one chunk's end and the next one's start: the queue's look for a free pool
+    # slot, the run worker's process start and code load.
+    gaps = [b["startTime"] - a["endTime"] for a, b in zip(runs, runs[1:], strict=False)]
+    figures["mean_gap_s"] = sum(gaps) / max(len(gaps), 1)
+    # The backfill daemon's own pace (it wakes every 30 s): launch to the first run's start,
+    # and the last run's end to the backfill being marked complete.
+    figures["first_run_after_s"] = runs[0]["startTime"] - launched_at
+    figures["completed_after_s"] = completed_at - runs[-1]["endTime"]
+
+
+def _arguments_shown() -> str:
+    """This run's arguments, without where the table was written."""
+    shown, skip = [], False
+    for argument in sys.argv[1:]:
+        if skip or argument.startswith("--out"):
+            skip = argument == "--out"
+            continue
+        shown.append(argument)
+    return "".join(f" {a}" for a in shown)
 
 
 def main() -> int:
@@ -271,7 +427,27 @@ def main() -> int:
     parser.add_argument("--orders-per-day", type=int)
     parser.add_argument("--skip-dagster", action="store_true", help="skip the end-to-end run")
     parser.add_argument("--out", type=Path, help="write the results as Markdown here")
+    parser.add_argument(
+        "--e2e-storages",
+        help=f"comma-separated of {', '.join(STORAGES)} (default: all; --quick: {DEFAULT_STORAGE})",
+    )
+    parser.add_argument(
+        "--probe-partitions", type=int, help="partitions of the bookkeeping probe's run"
+    )
+    parser.add_argument("--bookkeeping-probe", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.bookkeeping_probe:
+        _bookkeeping_probe([int(n) for n in args.bookkeeping_probe.split(",")])
+        return 0
+    e2e_storages = (
+        args.e2e_storages.split(",")
+        if args.e2e_storages
+        else ([DEFAULT_STORAGE] if args.quick else list(STORAGES))
+    )
+    unknown = [s for s in e2e_storages if s not in STORAGES]
+    if unknown:
+        parser.error(f"--e2e-storages: unknown {unknown}; choose from {list(STORAGES)}")
+    probe_partitions = args.probe_partitions or (100 if args.quick else 400)
     # Full size: the shipped plans' window (2024-01-01..2025-12-31, 731 days), so the promotion
     # gate can pass. Quick: 70 days, which still cover the pilot rows the known records need;
     # promotion is then refused (the window is incomplete), which the quick run reports.
@@ -422,10 +598,60 @@ def main() -> int:
         rows.append((f"peak RSS, window checks of {days} days", f"{rss_all:.0f} MB", "both plans"))
         print(*rows[-4:], sep="\n", flush=True)
 
+        # Dagster's bookkeeping per partition, on each storage, in this run: the ratios are
+        # what docs/benchmarks.md reports (absolute figures move with the machine's load).
+        probed = {**STORAGES, **({} if args.quick else PROBED_ONLY)}
+        per_partition = {
+            name: _bookkeeping(workdir, name, kind, events, probe_partitions)
+            for name, (kind, events) in probed.items()
+        }
+        base = per_partition["sqlite"]
+        for name, ms in per_partition.items():
+            note = f"{ms / base:.2f} x sqlite; run of {probe_partitions} partitions minus one"
+            if name in PROBED_ONLY:
+                note += (
+                    "; not used: the planned-subset flag hides a failed chunk's days"
+                    if "subset" in name
+                    else "; not used: a new connection per statement"
+                    if name == PLAIN_POSTGRES
+                    else "; not used"
+                )
+            rows.append((f"Dagster bookkeeping per partition, {name}", f"{ms:.1f} ms", note))
+        print(*rows[-len(per_partition) :], sep="\n", flush=True)
+
         if not args.skip_dagster:
-            e2e = _end_to_end(workdir, warehouse, plans, first, last)
+            models = sum(len(p.version_names) for p in plans)
+            backfills = {}
+            for storage in e2e_storages:
+                if storage == DEFAULT_STORAGE:
+                    continue
+                backfills[storage] = _end_to_end(
+                    workdir, warehouse, plans, first, last, storage, jobs=False
+                )
+            e2e = backfills[DEFAULT_STORAGE] = _end_to_end(
+                workdir, warehouse, plans, first, last, DEFAULT_STORAGE
+            )
+            for storage in e2e_storages:
+                figures = backfills[storage]
+                beyond = (figures["run_s"] - all_builds) / (days * models) * 1000
+                versus = (
+                    f"{figures['backfill_s'] / backfills['sqlite']['backfill_s']:.2f} x sqlite; "
+                    if "sqlite" in backfills
+                    else ""
+                )
+                rows.append(
+                    (
+                        f"end-to-end backfill, {storage}",
+                        f"{figures['backfill_s']:.0f} s",
+                        f"{versus}{figures['runs']} runs ({figures['backfill_status']}), mean "
+                        f"run {figures['mean_run_s']:.1f} s; run time beyond SQL "
+                        f"{beyond:.0f} ms per partition and model",
+                    )
+                )
+            print(*rows[-len(e2e_storages) :], sep="\n", flush=True)
             detail = (
-                f"{e2e['total_s'] / reference:.1f} x ref; backfill {e2e['backfill_s']:.0f} s in "
+                f"{e2e['total_s'] / reference:.1f} x ref; {DEFAULT_STORAGE}; "
+                f"backfill {e2e['backfill_s']:.0f} s in "
                 f"{e2e['runs']} runs ({e2e['backfill_status']}), window-check jobs "
                 f"{e2e['window_check_jobs_s']:.0f} s, promotion jobs {e2e['promotion_s']:.0f} s "
                 f"({', '.join(e2e['promotions'])})"
@@ -480,7 +706,7 @@ def main() -> int:
             f"Python {platform.python_version()}, DuckDB {duckdb.__version__}"
         )
         lines = [
-            f"Command: `.venv/bin/python benchmarks/bench.py{' --quick' if args.quick else ''}`",
+            f"Command: `.venv/bin/python benchmarks/bench.py{_arguments_shown()}`",
             f"Size: {days} days x {per_day:,} orders a day. Machine: {machine}.",
             "",
             "| figure | value | ratio / note |",

@@ -148,6 +148,39 @@ def refuse_before_cutoff(plan: Plan, version: str, start: Partition) -> None:
     )
 
 
+def _failed_chunk(context: dg.AssetExecutionContext, key: dg.AssetKey, keys: list[str], result):
+    """A chunk with a partition that failed its checks: each partition's verdict is reported,
+    then the run fails before any materialization is recorded, so Dagster marks the chunk's
+    partitions failed, the backfill page counts them and "re-execute from failure" rebuilds
+    exactly this chunk. The rows stay written (evidence records the failed checks), for
+    inspection; a published version's failing partitions keep their previous rows."""
+    for partition_key_, part in zip(keys, result.partitions, strict=True):
+        yield dg.AssetCheckEvaluation(
+            asset_key=key,
+            check_name=PARTITION_CHECKS_PASSED,
+            passed=part.passed,
+            partition=partition_key_,
+            blocking=True,
+            metadata=partition_metadata(part, part.partition in result.held),
+        )
+    failing = result.failing
+    named = [k for k, part in zip(keys, result.partitions, strict=True) if not part.passed]
+    details = "; ".join(
+        f"{k}: {', '.join(part.failed_checks())}"
+        for k, part in zip(keys, result.partitions, strict=True)
+        if not part.passed
+    )
+    raise dg.Failure(
+        description=(
+            f"{PARTITION_CHECKS_PASSED}: {len(failing)} of {len(keys)} partition(s) of "
+            f"{key.to_user_string()} failed their checks: {details}. Nothing of this run "
+            "counts as materialized; fix the cause, then re-execute the backfill from failure "
+            "(it rebuilds exactly this chunk)."
+        ),
+        metadata={"failing_partitions": ", ".join(named[:50])},
+    )
+
+
 def build_model_asset(plan: Plan, version: str) -> dg.AssetsDefinition:
     """The asset of one version of a plan."""
     key = model_key(plan, version)
@@ -203,6 +236,9 @@ def build_model_asset(plan: Plan, version: str) -> dg.AssetsDefinition:
         assert len(keys) == len(result.partitions), (keys, result.partitions)
         failing = result.failing
         word = cadence.word
+        if failing:
+            yield from _failed_chunk(context, key, keys, result)
+            return
         yield dg.MaterializeResult(
             asset_key=key,
             metadata={

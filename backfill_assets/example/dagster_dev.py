@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from backfill_assets.instance import event_env
 from backfill_assets.processes import port_problem, start_group, stop_group
 from backfill_assets.settings import PROJECT_DIR, set_writer_pool_limit
 
@@ -169,6 +170,7 @@ class DagsterDev:
         set_writer_pool_limit(self.dagster_home)
         env = {
             **os.environ,
+            **event_env(),  # Dagster's event settings; before extra_env so a caller can override
             "DAGSTER_HOME": str(self.dagster_home.resolve()),
             "BACKFILL_WAREHOUSE": self.warehouse,
             **self.extra_env,

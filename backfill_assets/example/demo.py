@@ -26,6 +26,7 @@ from backfill_assets.definitions import defs as lazy_defs
 from backfill_assets.enrichment import changed_columns
 from backfill_assets.example.dagster_dev import BackfillState, DagsterDev
 from backfill_assets.example.generator import generate
+from backfill_assets.instance import InstanceStorageError, instance_storage
 from backfill_assets.plan import Plan
 from backfill_assets.preflight import preflight
 from backfill_assets.progress import ProgressLine, duration, progress_text
@@ -188,7 +189,7 @@ def run_demo(orders_per_day: int = 200, seed: int = 42) -> int:
     last = max(p.spec.window.end for p in plans)
     home = Path(settings.dagster_home())
     print(f"warehouse:    {settings.warehouse_path()}")
-    print(f"dagster home: {home}")
+    print(f"dagster home: {home} ({settings.dagster_storage()} storage)")
 
     print(f"\n[1/4] seeding {first}..{last} with {orders_per_day} orders a day (seed {seed})")
     with _connect() as conn:
@@ -199,29 +200,36 @@ def run_demo(orders_per_day: int = 200, seed: int = 42) -> int:
 
     print("\n[2/4] starting dagster dev (webserver + daemon) on 127.0.0.1")
     ok = True
-    with DagsterDev(home, settings.warehouse_path()) as dev:
-        if to_build:
-            print(f"      {dev.url} is up; backfilling as the UI does (Assets → Materialize)")
-            ok &= _backfill(dev, tuple(to_build))
-        else:
-            print(f"      {dev.url} is up")
-            say(
-                "nothing to backfill: every partition of every plan is already built from "
-                "these sources with this code",
-                "      ",
-            )
-        print("\n[3/4] window checks, then promotion, each a job run through the same API")
-        for plan in plans:
-            ok &= _run_job(dev, plan, "window_checks")
-        for plan in plans:
-            if plan in published:
-                print(
-                    f"      promote_{plan.name}_job: not needed, {plan.spec.candidate} is "
-                    "already published"
-                )
+    try:
+        with (
+            instance_storage(home) as storage,
+            DagsterDev(storage.home, settings.warehouse_path(), env=storage.env) as dev,
+        ):
+            if to_build:
+                print(f"      {dev.url} is up; backfilling as the UI does (Assets → Materialize)")
+                ok &= _backfill(dev, tuple(to_build))
             else:
-                ok &= _run_job(dev, plan, "promote", _promotion_config(plan))
-        print("      stopping dagster dev")
+                print(f"      {dev.url} is up")
+                say(
+                    "nothing to backfill: every partition of every plan is already built from "
+                    "these sources with this code",
+                    "      ",
+                )
+            print("\n[3/4] window checks, then promotion, each a job run through the same API")
+            for plan in plans:
+                ok &= _run_job(dev, plan, "window_checks")
+            for plan in plans:
+                if plan in published:
+                    print(
+                        f"      promote_{plan.name}_job: not needed, {plan.spec.candidate} is "
+                        "already published"
+                    )
+                else:
+                    ok &= _run_job(dev, plan, "promote", _promotion_config(plan))
+            print("      stopping dagster dev")
+    except InstanceStorageError as error:
+        print(f"      {error}")
+        return 1
 
     print("\n[4/4] results")
     with _connect() as conn:
