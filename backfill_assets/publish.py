@@ -417,19 +417,24 @@ def _known_differences(checks: list[WindowCheck]) -> dict | None:
     }
 
 
+def _logged_checks(gate: Gate) -> dict:
+    """Each check of a gate as the log keeps it."""
+    return {
+        c.name: {
+            "passed": c.passed,
+            "blocking": c.blocking,
+            "summary": c.summary,
+            "figures": c.figures,
+        }
+        for c in gate.checks
+    }
+
+
 def _promotion_evidence(plan: Plan, gate: Gate) -> dict:
     """What the log keeps of a promotion's gate: enough to write its cutover summary again."""
     return {
         "window": window_text(plan),
-        "checks": {
-            c.name: {
-                "passed": c.passed,
-                "blocking": c.blocking,
-                "summary": c.summary,
-                "figures": c.figures,
-            }
-            for c in gate.checks
-        },
+        "checks": _logged_checks(gate),
         "approved_by": gate.approved_by or None,
         "launched_by": gate.launched_by or None,
         "known_differences": gate.known_differences,
@@ -677,15 +682,7 @@ def rollback(
     evidence = {
         "returns_to": {"version": target, **chosen},
         "window": window_text(plan),
-        "checks": {
-            c.name: {
-                "passed": c.passed,
-                "blocking": c.blocking,
-                "summary": c.summary,
-                "figures": c.figures,
-            }
-            for c in gate.checks
-        },
+        "checks": _logged_checks(gate),
         "forced": bool(failing),
         "failing_checks": failing,
         **_served_by(plan, target),

@@ -14,6 +14,7 @@ keeps every sub-check's verdict.
 
 import datetime as dt
 import json
+from collections.abc import Iterator
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
@@ -148,12 +149,8 @@ def refuse_before_cutoff(plan: Plan, version: str, start: Partition) -> None:
     )
 
 
-def _failed_chunk(context: dg.AssetExecutionContext, key: dg.AssetKey, keys: list[str], result):
-    """A chunk with a partition that failed its checks: each partition's verdict is reported,
-    then the run fails before any materialization is recorded, so Dagster marks the chunk's
-    partitions failed, the backfill page counts them and "re-execute from failure" rebuilds
-    exactly this chunk. The rows stay written (evidence records the failed checks), for
-    inspection; a published version's failing partitions keep their previous rows."""
+def _evaluations(key: dg.AssetKey, keys: list[str], result) -> Iterator[dg.AssetCheckEvaluation]:
+    """The per-partition check's verdict on each partition of the run, with its figures."""
     for partition_key_, part in zip(keys, result.partitions, strict=True):
         yield dg.AssetCheckEvaluation(
             asset_key=key,
@@ -163,6 +160,15 @@ def _failed_chunk(context: dg.AssetExecutionContext, key: dg.AssetKey, keys: lis
             blocking=True,
             metadata=partition_metadata(part, part.partition in result.held),
         )
+
+
+def _failed_chunk(context: dg.AssetExecutionContext, key: dg.AssetKey, keys: list[str], result):
+    """A chunk with a partition that failed its checks: each partition's verdict is reported,
+    then the run fails before any materialization is recorded, so Dagster marks the chunk's
+    partitions failed, the backfill page counts them and "re-execute from failure" rebuilds
+    exactly this chunk. The rows stay written (evidence records the failed checks), for
+    inspection; a published version's failing partitions keep their previous rows."""
+    yield from _evaluations(key, keys, result)
     failing = result.failing
     named = [k for k, part in zip(keys, result.partitions, strict=True) if not part.passed]
     details = "; ".join(
@@ -252,15 +258,7 @@ def build_model_asset(plan: Plan, version: str) -> dg.AssetsDefinition:
                 or "none",
             },
         )
-        for partition_key_, part in zip(keys, result.partitions, strict=True):
-            yield dg.AssetCheckEvaluation(
-                asset_key=key,
-                check_name=PARTITION_CHECKS_PASSED,
-                passed=part.passed,
-                partition=partition_key_,
-                blocking=True,
-                metadata=partition_metadata(part, part.partition in result.held),
-            )
+        yield from _evaluations(key, keys, result)
         for part in failing[:10]:
             context.log.warning(
                 f"{cadence.label(part.partition)}: {', '.join(part.failed_checks())} failed: "
