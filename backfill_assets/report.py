@@ -312,6 +312,20 @@ def _changes_text(changes: ColumnChanges) -> list[str]:
     return lines
 
 
+def _measure_rows(measures: list) -> list[list[str]]:
+    """Per measure: its name, both totals, the change and the change in %, formatted."""
+    return [
+        [
+            m.measure,
+            number(m.baseline, m.decimals),
+            number(m.candidate, m.decimals),
+            signed(m.delta, m.decimals),
+            percent(m.percent),
+        ]
+        for m in measures
+    ]
+
+
 def reconciliation_text(recon: Reconciliation, changes: ColumnChanges | None = None) -> str:
     """What ``backfill-assets reconcile`` prints, readable at 100 columns.
 
@@ -330,17 +344,8 @@ def reconciliation_text(recon: Reconciliation, changes: ColumnChanges | None = N
     measures = measure_changes(recon)
     if measures:
         lines.append("What changed (totals over the window):")
-        rows = [
-            [
-                m.measure,
-                number(m.baseline, m.decimals),
-                number(m.candidate, m.decimals),
-                signed(m.delta, m.decimals),
-                percent(m.percent),
-            ]
-            for m in measures
-        ]
         header = ["measure", b, c, "change", "change %"]
+        rows = _measure_rows(measures)
         lines += ["  " + line for line in _fixed_table(header, rows, [False, *[True] * 4])]
         lines.append("")
     if recon.rules and measures:
@@ -429,17 +434,7 @@ def reconciliation_markdown(recon: Reconciliation, changes: ColumnChanges | None
         lines += [f"- {line}" for line in _column_lines(changes)] + [""]
     lines += [f"- {measure_label(m.measure)}: {movement(m)}" for m in measures] + [""]
     if measures:
-        rows = [
-            [
-                m.measure,
-                number(m.baseline, m.decimals),
-                number(m.candidate, m.decimals),
-                signed(m.delta, m.decimals),
-                percent(m.percent),
-            ]
-            for m in measures
-        ]
-        lines += [_md_table(["measure", b, c, "change", "change %"], rows), ""]
+        lines += [_md_table(["measure", b, c, "change", "change %"], _measure_rows(measures)), ""]
     if recon.rules and measures:
         rows = [
             [recon.descriptions.get(r, r), *(rule_effect(m, r) or "0" for m in measures)]
