@@ -3,7 +3,9 @@
 Two storages, chosen when a command starts (``settings.dagster_storage()``):
 
 - ``sqlite`` (default): the SQLite files of the Dagster home, configured by the shipped
-  ``dagster_home/dagster.yaml``;
+  ``dagster_home/dagster.yaml``, whose event log keeps its connections
+  (``component/storage.py``: Dagster's own SQLite event log opens and closes several per
+  event);
 - ``postgres``: runs, event log and schedules in PostgreSQL: the server named by
   ``BACKFILL_DAGSTER_PG_URL`` (a ``postgresql+psycopg2://`` URL; the variable stays in the
   environment and the ``dagster.yaml`` names only the variable), or else an embedded
@@ -14,10 +16,10 @@ Two storages, chosen when a command starts (``settings.dagster_storage()``):
 Either way the instance keeps the shipped concurrency pools (one ``duckdb`` writer at a time)
 and run queue: the Postgres ``dagster.yaml`` is the shipped one plus dagster-postgres' run and
 schedule storage and its event log storage holding its connection
-(``component/storage.py``'s ``PooledPostgresEventLogStorage``): dagster-postgres opens a new
-connection per statement outside the webserver, several per stored event, and a ranged run
-stores a check evaluation per partition one by one; holding the connection is the one change
-that cuts Dagster's cost per partition (docs/benchmarks.md). This module imports no Dagster.
+(``component/postgres_storage.py``): dagster-postgres opens a new connection per statement
+outside the webserver, several per stored event, and a ranged run stores a check evaluation
+per partition one by one. On either storage, holding the connection is the change that cuts
+Dagster's cost per partition (docs/benchmarks.md). This module imports no Dagster.
 
 Event writing (``event_env``) is the same for both storages and is the one place that sets
 Dagster's event environment variables, for ``backfill-assets ui``, the demo, the end-to-end
@@ -51,7 +53,6 @@ so the tests keep their servers elsewhere).
 
 import importlib.util
 import os
-import shutil
 import signal
 import time
 import warnings
@@ -101,9 +102,18 @@ def shipped_config() -> dict:
     return yaml.safe_load((settings.SHIPPED_DAGSTER_HOME / "dagster.yaml").read_text())
 
 
+def sqlite_config(home: Path) -> dict:
+    """The shipped settings for a Dagster home of its own: the shipped file names the event
+    log's folder by ``DAGSTER_HOME``, this one by ``home``'s path, so the home opens the same
+    whatever the environment of the process that opens it."""
+    config = shipped_config()
+    config["event_log_storage"]["config"]["dagster_home"] = str(home)
+    return config
+
+
 def postgres_config(postgres_url: str | dict) -> dict:
     """The shipped settings with run, event log and schedule storage in PostgreSQL; the event
-    log keeps its connection (``PooledPostgresEventLogStorage``) once the package ships it."""
+    log keeps its connection (``component/postgres_storage.py``)."""
     config = {"postgres_url": postgres_url}
     return {
         "run_storage": {
@@ -111,15 +121,11 @@ def postgres_config(postgres_url: str | dict) -> dict:
             "class": "PostgresRunStorage",
             "config": config,
         },
-        "event_log_storage": (
-            {"module": POOLED_EVENT_LOG_MODULE, "class": POOLED_EVENT_LOG, "config": config}
-            if pooled_event_log_available()
-            else {
-                "module": "dagster_postgres",
-                "class": "PostgresEventLogStorage",
-                "config": config,
-            }
-        ),
+        "event_log_storage": {
+            "module": "backfill_assets.component.postgres_storage",
+            "class": "PooledPostgresEventLogStorage",
+            "config": config,
+        },
         "schedule_storage": {
             "module": "dagster_postgres",
             "class": "PostgresScheduleStorage",
@@ -127,19 +133,6 @@ def postgres_config(postgres_url: str | dict) -> dict:
         },
         **{k: v for k, v in shipped_config().items() if not k.endswith("storage")},
     }
-
-
-# dagster-postgres' event log storage holding its connection (``optimize_for_webserver``, the
-# pool the webserver itself uses) instead of opening one per statement: Dagster code, so it
-# lives in component/storage.py; until that module exists, dagster-postgres' own class is used.
-POOLED_EVENT_LOG_MODULE = "backfill_assets.component.storage"
-POOLED_EVENT_LOG = "PooledPostgresEventLogStorage"
-POOLED_EVENT_LOG_FILE = settings.PACKAGE_DIR / "component" / "storage.py"
-
-
-def pooled_event_log_available() -> bool:
-    """Whether the package ships the event log storage that keeps its connection."""
-    return POOLED_EVENT_LOG_FILE.exists()
 
 
 def write_instance_yaml(home: Path, config: dict, kind: str) -> Path:
@@ -193,8 +186,8 @@ def instance_storage(
     home.mkdir(parents=True, exist_ok=True)
     env = {"DAGSTER_HOME": str(home), **event_env()}
     if kind == "sqlite":
-        if not (home / "dagster.yaml").exists():
-            shutil.copy(settings.SHIPPED_DAGSTER_HOME / "dagster.yaml", home / "dagster.yaml")
+        if home != settings.SHIPPED_DAGSTER_HOME.resolve():
+            write_instance_yaml(home, sqlite_config(home), "sqlite")
         yield InstanceStorage("sqlite", home, env=env)
         return
     if kind != "postgres":

@@ -7,7 +7,6 @@ date arithmetic and a separate plain query, never from the code under test.
 """
 
 import datetime as dt
-import textwrap
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -21,78 +20,31 @@ from backfill_assets.partitions import Cadence, chunks
 from backfill_assets.plan import Plan, load_plan
 from backfill_assets.publish import promote, published_version
 from backfill_assets.window_checks import run_window_checks
+from backfill_assets_tests.helpers import write_events_plan
 
 NEW_YORK = "America/New_York"
 
-PLAN = """
-name: {name}
-description: Events per period and category, read by the operations dashboard.
-grain: One row per period and category.
-unique_key: [period, category]
-partition_column: period
-partitions: {{cadence: {cadence}, start: {start}, timezone: {timezone}}}
-window: {{start: {first}, end: {last}}}
-sources:
-  - table: ops.events
-    event_time: event_ts
-    loaded_at: loaded_at
-    required: [event_id, event_ts, category]
-    columns: {{event_id: UUID, category: VARCHAR, event_ts: TIMESTAMP, loaded_at: TIMESTAMP}}
-versions:
-  - {{name: legacy, sql: legacy.sql, code_version: l1,
-      change: "Every event counts, test events included."}}
-  - {{name: v2, sql: v2.sql, code_version: v1, change: "Test events are left out of the counts."}}
-baseline: legacy
-candidate: v2
-checks:
-  null_rates: {{period: 0, category: 0, events: 0}}
-  reconciliation:
-    by: [partition, category]
-    measures: [events]
-    tolerance: 0
-    explained_differences:
-      - {{name: tests_removed, description: Test events leave v2., sql: rule.sql}}
-  trend: {{measure: events, window_partitions: 6, max_deviations: 50}}
-owner: ops@example.com
-risk: low
-downstream: []
-rollback: Run the rollback job with a reason; the view points back at the previous version.
-strategy: full_rebuild
-"""
 PERIOD = {
     "hourly": "date_trunc('hour', event_ts)",
     "daily": "CAST(event_ts AS DATE)",
     "weekly": "CAST(date_trunc('week', event_ts) AS DATE)",
     "monthly": "CAST(date_trunc('month', event_ts) AS DATE)",
 }
-SQL = """
-SELECT {period} AS period, category, count(*) AS events
-FROM ops.events WHERE event_ts >= $start AND event_ts < $end {filter}
-GROUP BY ALL
-"""
-RULE = """
-SELECT {period} AS period, category, -count(*) AS events
-FROM ops.events WHERE event_ts >= $start AND event_ts < $end AND category = 'test'
-GROUP BY ALL
-"""
 
 
 def make_plan(folder: Path, cadence: str, first: dt.date, last: dt.date, zone="UTC") -> Plan:
-    folder.mkdir(parents=True, exist_ok=True)
-    text = PLAN.format(
+    """The events plan ``<cadence>_events`` over ``first``..``last`` in ``zone``; its rows are
+    keyed by ``period``, the start of the event's period of that cadence."""
+    return write_events_plan(
+        folder,
         name=f"{cadence}_events",
         cadence=cadence,
         start=first,
-        timezone=zone,
-        first=first,
         last=last,
+        timezone=zone,
+        period="period",
+        period_sql=PERIOD[cadence],
     )
-    (folder / "plan.yaml").write_text(textwrap.dedent(text))
-    period = PERIOD[cadence]
-    (folder / "legacy.sql").write_text(SQL.format(period=period, filter=""))
-    (folder / "v2.sql").write_text(SQL.format(period=period, filter="AND category <> 'test'"))
-    (folder / "rule.sql").write_text(RULE.format(period=period))
-    return load_plan(folder / "plan.yaml")
 
 
 def fill_events(conn: duckdb.DuckDBPyConnection, first: dt.datetime, last: dt.datetime) -> None:

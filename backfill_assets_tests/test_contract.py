@@ -11,18 +11,16 @@ warehouse with a plain query.
 """
 
 import datetime as dt
-import shutil
 from pathlib import Path
 
 import duckdb
 import pytest
-import yaml
 
 from backfill_assets.build import build_window
-from backfill_assets.catalog import SHIPPED_DEFS
 from backfill_assets.contract import SCHEMA_CONTRACT_KEPT, announcement_lines, compare
 from backfill_assets.plan import Plan, PlanError, load_plan
 from backfill_assets.publish import PublishError, ensure_view, history, promote, published_version
+from backfill_assets_tests.helpers import copy_shipped_plan, edit_plan, replace_once, stop_checking
 
 START, LAST, STOP = dt.date(2024, 1, 1), dt.date(2024, 3, 31), dt.date(2024, 4, 1)
 APPROVER = "head-of-finance@example.com"
@@ -32,27 +30,12 @@ REASON_RETYPE = "counts fit in 32 bits; the ledger export reads INTEGER"
 REASON_REMOVE = "finance reports net revenue only from Q3"
 
 
-def copy_plan(tmp_path: Path) -> Path:
-    folder = tmp_path / "plans" / "daily_revenue"
-    shutil.copytree(SHIPPED_DEFS / "daily_revenue", folder)
-    return folder / "plan.yaml"
-
-
-def edit(path: Path, change) -> None:
-    data = yaml.safe_load(path.read_text())
-    change(data)
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-
-
 def edit_v2(path: Path, old: str, new: str) -> None:
-    sql = path.parent / "sql" / "v2.sql"
-    text = sql.read_text()
-    assert text.count(old) == 1
-    sql.write_text(text.replace(old, new))
+    replace_once(path.parent / "sql" / "v2.sql", old, new)
 
 
 def declare(path: Path, column: str, change: str, reason: str) -> None:
-    edit(
+    edit_plan(
         path,
         lambda data: data.update(
             breaking_changes=[{"column": column, "change": change, "reason": reason}]
@@ -124,7 +107,7 @@ def test_compare_finds_removed_retyped_and_added_columns_ignoring_case(daily_rev
 
 
 def test_an_undeclared_retype_blocks_and_a_declared_one_is_announced(generated, tmp_path):
-    path = copy_plan(tmp_path)
+    path = copy_shipped_plan(tmp_path)
     edit_v2(path, ORDERS_LINE, ORDERS_LINE.replace("BIGINT", "INTEGER"))
     plan = built(generated, path)
     was, now = column_types(generated, "legacy")["orders"], column_types(generated, "v2")["orders"]
@@ -153,19 +136,15 @@ def test_an_undeclared_retype_blocks_and_a_declared_one_is_announced(generated, 
 
 
 def test_an_undeclared_removal_blocks_and_a_declared_one_is_announced(generated, tmp_path):
-    path = copy_plan(tmp_path)
+    path = copy_shipped_plan(tmp_path)
     edit_v2(path, GROSS_LINE, "")
 
     def stop_checking_gross_revenue(data: dict) -> None:
-        checks = data["checks"]
-        del checks["null_rates"]["gross_revenue"]
-        checks["reconciliation"]["measures"].remove("gross_revenue")
-        for record in checks["known_records"]:
-            record["expect"].pop("gross_revenue")
+        stop_checking(data, "gross_revenue")
         # Consumers as plain text: this test is about the columns, not the dashboard's query.
         data["downstream"] = ["dashboard: Finance daily revenue"]
 
-    edit(path, stop_checking_gross_revenue)
+    edit_plan(path, stop_checking_gross_revenue)
     plan = built(generated, path)
     assert "gross_revenue" in column_types(generated, "legacy")
     assert "gross_revenue" not in column_types(generated, "v2")
@@ -189,7 +168,7 @@ def test_an_undeclared_removal_blocks_and_a_declared_one_is_announced(generated,
 
 
 def test_an_added_column_passes_and_is_listed(generated, tmp_path):
-    path = copy_plan(tmp_path)
+    path = copy_shipped_plan(tmp_path)
     edit_v2(path, ORDERS_LINE, ORDERS_LINE + "    'EUR' AS currency,\n")
     plan = built(generated, path)
     added = column_types(generated, "v2")["currency"]
@@ -221,7 +200,7 @@ def test_the_shipped_versions_keep_the_contract_and_announce_nothing(generated, 
     ],
 )
 def test_a_declaration_no_version_makes_is_refused_at_load(tmp_path, column, change, problem):
-    path = copy_plan(tmp_path)
+    path = copy_shipped_plan(tmp_path)
     declare(path, column, change, "because")
     with pytest.raises(PlanError) as info:
         load_plan(path)
@@ -229,7 +208,7 @@ def test_a_declaration_no_version_makes_is_refused_at_load(tmp_path, column, cha
 
 
 def test_an_unknown_kind_of_change_is_refused_at_load(tmp_path):
-    path = copy_plan(tmp_path)
+    path = copy_shipped_plan(tmp_path)
     declare(path, "orders", "renamed", "because")
     with pytest.raises(PlanError, match=r"breaking_changes\.0\.change"):
         load_plan(path)

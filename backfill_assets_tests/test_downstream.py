@@ -14,16 +14,13 @@ tables, written here, never from the code under test.
 
 import datetime as dt
 import gc
-import shutil
 from pathlib import Path
 
 import dagster as dg
 import duckdb
 import pytest
-import yaml
 
 from backfill_assets.build import build_window
-from backfill_assets.catalog import SHIPPED_DEFS
 from backfill_assets.component import plan_definitions
 from backfill_assets.component.sensors import LateDataPolicy
 from backfill_assets.downstream import DOWNSTREAM_QUERIES_WORK, run_query, summary_lines
@@ -31,6 +28,7 @@ from backfill_assets.plan import Plan, PlanError, load_plan
 from backfill_assets.publish import PublishError, ensure_view, history, promote, published_version
 from backfill_assets.view import rehearsal
 from backfill_assets.window_checks import downstream_queries, window_check_names
+from backfill_assets_tests.helpers import copy_shipped_plan, edit_plan, replace_once, stop_checking
 
 START, LAST, STOP = dt.date(2024, 1, 1), dt.date(2024, 3, 31), dt.date(2024, 4, 1)
 APPROVER = "head-of-finance@example.com"  # an approver of the shipped daily_revenue plan
@@ -43,45 +41,22 @@ KEY = dg.AssetKey(["analytics", "daily_revenue"])
 # helpers
 
 
-def copy_plan(tmp_path: Path) -> Path:
-    """A copy of the shipped daily_revenue plan folder; returns its plan.yaml."""
-    folder = tmp_path / "plans" / "daily_revenue"
-    shutil.copytree(SHIPPED_DEFS / "daily_revenue", folder)
-    return folder / "plan.yaml"
-
-
-def edit(path: Path, change) -> None:
-    data = yaml.safe_load(path.read_text())
-    change(data)
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-
-
-def replace_in(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert text.count(old) == 1, f"{old!r} not once in {path}"
-    path.write_text(text.replace(old, new))
-
-
 def drop_gross_revenue(path: Path) -> None:
     """v2 of the copied plan stops returning gross_revenue (legacy keeps it): the checks stop
     reading it, and the plan declares the removal so the schema contract lets it through."""
-    replace_in(
+    replace_once(
         path.parent / "sql" / "v2.sql",
         "    CAST(sum(gross) AS DECIMAL(18, 2)) AS gross_revenue,\n",
         "",
     )
 
     def change(data: dict) -> None:
-        checks = data["checks"]
-        del checks["null_rates"]["gross_revenue"]
-        checks["reconciliation"]["measures"].remove("gross_revenue")
-        for record in checks["known_records"]:
-            record["expect"].pop("gross_revenue")
+        stop_checking(data, "gross_revenue")
         data["breaking_changes"] = [
             {"column": "gross_revenue", "change": "removed", "reason": "net is what we report"}
         ]
 
-    edit(path, change)
+    edit_plan(path, change)
 
 
 def checksum(conn: duckdb.DuckDBPyConnection, relation: str) -> tuple[int, str]:
@@ -156,9 +131,9 @@ def test_the_shipped_plan_declares_the_dashboard_query_and_keeps_its_consumers(p
 
 
 def test_plain_string_downstream_entries_still_load(tmp_path):
-    path = copy_plan(tmp_path)
+    path = copy_shipped_plan(tmp_path)
     strings = ["dashboard: Finance daily revenue", "export: the ledger file"]
-    edit(path, lambda data: data.update(downstream=strings))
+    edit_plan(path, lambda data: data.update(downstream=strings))
     loaded = load_plan(path)
     assert list(loaded.spec.downstream) == strings
     assert [c.name for c in loaded.spec.downstream] == strings  # a text is a name
@@ -167,7 +142,7 @@ def test_plain_string_downstream_entries_still_load(tmp_path):
     assert DOWNSTREAM_QUERIES_WORK not in window_check_names(loaded)
 
     # The mapping form must say what kind of consumer it is and who owns it.
-    edit(path, lambda data: data.update(downstream=[{"name": "Ledger", "owner": "ops@x.com"}]))
+    edit_plan(path, lambda data: data.update(downstream=[{"name": "Ledger", "owner": "ops@x.com"}]))
     with pytest.raises(PlanError, match=r"field 'downstream\.0\.kind': is missing"):
         load_plan(path)
 
@@ -185,7 +160,7 @@ def test_plain_string_downstream_entries_still_load(tmp_path):
 def test_a_consumer_query_that_is_not_a_read_of_the_view_is_refused_at_load(
     tmp_path, query, problem
 ):
-    path = copy_plan(tmp_path)
+    path = copy_shipped_plan(tmp_path)
     (path.parent / DASHBOARD_SQL).write_text(query + "\n")
     with pytest.raises(PlanError) as info:
         load_plan(path)
@@ -194,12 +169,12 @@ def test_a_consumer_query_that_is_not_a_read_of_the_view_is_refused_at_load(
 
 
 def test_a_consumer_expecting_a_column_its_query_never_returns_is_refused_at_load(tmp_path):
-    path = copy_plan(tmp_path)
+    path = copy_shipped_plan(tmp_path)
 
     def change(data: dict) -> None:
         data["downstream"][0]["columns"] = ["month", "net_revenu"]
 
-    edit(path, change)
+    edit_plan(path, change)
     with pytest.raises(
         PlanError, match=r"downstream\[Finance daily revenue\]\.columns.*net_revenu"
     ):
@@ -266,7 +241,7 @@ def test_a_rehearsal_is_seen_by_its_own_connection_only_and_always_rolled_back(b
 def test_a_consumer_query_that_breaks_on_the_candidate_blocks_promotion_naming_it(
     generated, tmp_path
 ):
-    path = copy_plan(tmp_path)
+    path = copy_shipped_plan(tmp_path)
     drop_gross_revenue(path)
     plan = load_plan(path).with_window(START, LAST)
     build(generated, plan)
@@ -291,19 +266,19 @@ def test_a_consumer_query_that_breaks_on_the_candidate_blocks_promotion_naming_i
     assert state(generated) == before
 
     # Positive control: once the dashboard stops reading the column, v2 promotes.
-    replace_in(path.parent / DASHBOARD_SQL, "    sum(gross_revenue) AS gross_revenue,\n", "")
+    replace_once(path.parent / DASHBOARD_SQL, "    sum(gross_revenue) AS gross_revenue,\n", "")
     plan = load_plan(path).with_window(START, LAST)
     promote(generated, plan, "v2", APPROVER, "dashboard updated", "run-ok")
     assert published_version(generated, plan) == "v2"
 
 
 def test_a_consumer_that_gets_too_few_rows_blocks(built, plan, tmp_path):
-    path = copy_plan(tmp_path)
+    path = copy_shipped_plan(tmp_path)
 
     def change(data: dict) -> None:
         data["downstream"][0]["min_rows"] = 4  # the window has three months
 
-    edit(path, change)
+    edit_plan(path, change)
     strict = load_plan(path).with_window(START, LAST)
     check = downstream_queries(built, strict, "v2", "legacy")
     assert not check.passed
@@ -314,14 +289,14 @@ def test_a_consumer_that_gets_too_few_rows_blocks(built, plan, tmp_path):
 def test_a_consumer_whose_result_loses_a_column_blocks(generated, tmp_path):
     # The dashboard reads every column; v2 no longer returns gross_revenue: the query still
     # runs, but a column it shows today is gone.
-    path = copy_plan(tmp_path)
+    path = copy_shipped_plan(tmp_path)
     drop_gross_revenue(path)
     (path.parent / DASHBOARD_SQL).write_text("SELECT * FROM analytics.daily_revenue\n")
 
     def change(data: dict) -> None:
         data["downstream"][0]["columns"] = ["net_revenue"]
 
-    edit(path, change)
+    edit_plan(path, change)
     plan = load_plan(path).with_window(START, LAST)
     build(generated, plan)
     check = downstream_queries(generated, plan, "v2", "legacy")
@@ -344,7 +319,7 @@ def test_a_consumer_whose_result_loses_a_column_blocks(generated, tmp_path):
 
 
 def test_the_promotion_job_refuses_and_reports_the_consumer(generated, tmp_path, instance):
-    path = copy_plan(tmp_path)
+    path = copy_shipped_plan(tmp_path)
     drop_gross_revenue(path)
     plan = load_plan(path).with_window(START, LAST)
     build(generated, plan)

@@ -11,7 +11,6 @@ asset's materialization, the reconciliation report and the cutover summary.
 
 import datetime as dt
 import gc
-import textwrap
 from pathlib import Path
 
 import dagster as dg
@@ -23,77 +22,45 @@ from backfill_assets.component import plan_definitions
 from backfill_assets.component.models import model_key
 from backfill_assets.component.sensors import LateDataPolicy
 from backfill_assets.partitions import chunks
-from backfill_assets.plan import Plan, PlanError, load_plan
+from backfill_assets.plan import Plan, PlanError
 from backfill_assets.publish import PublishError, evaluate_gate, history, promote
 from backfill_assets.reconcile import reconcile
 from backfill_assets.report import reconciliation_markdown, reconciliation_text
 from backfill_assets.window_checks import EVERY_PARTITION_PASSED_CHECKS, RECONCILES_WITH_BASELINE
+from backfill_assets_tests.helpers import events_sql, write_events_plan
 
 NAME = "fwd_events"
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 START, CUTOFF, LAST = dt.date(2024, 1, 1), dt.date(2024, 1, 11), dt.date(2024, 1, 20)
 
-PLAN = """
-name: fwd_events
-description: Events and amounts per day and category, read by the operations dashboard.
-grain: One row per day and category.
-unique_key: [day, category]
-partition_column: day
-partitions: {{cadence: {cadence}, start: {start}, end: {last}}}
-window: {{start: {start}, end: {last}}}
-sources:
-  - table: ops.events
-    event_time: event_ts
-    loaded_at: loaded_at
-    required: [event_id, event_ts, category]
-    columns: {{event_id: UUID, category: VARCHAR, event_ts: TIMESTAMP, amount: "DECIMAL(12, 2)",
-               loaded_at: TIMESTAMP}}
-versions:
-  - {{name: legacy, sql: legacy.sql, code_version: l1, change: "Every event counts."}}
-  - {{name: v2, sql: v2.sql, code_version: v1, change: "Test events are left out."}}
-baseline: legacy
-candidate: v2
-checks:
-  null_rates: {{day: 0, category: 0, events: 0, amount: 0}}
-  reconciliation:
-    by: [partition, category]
-    measures: [events, amount]
-    tolerance: 0
-    explained_differences:
-      - {{name: tests_removed, description: Test events leave v2., sql: rule.sql}}
-  trend: {{measure: events, window_partitions: 6, max_deviations: 50}}
-owner: ops@example.com
-risk: low
-downstream: []
-rollback: Run the rollback job with a reason.
-strategy: {strategy}
-{cutoff}
-"""
-SQL = """
-SELECT CAST(event_ts AS DATE) AS day, category, count(*) AS events, sum(amount) AS amount
-FROM ops.events WHERE event_ts >= $start AND event_ts < $end {filter} GROUP BY ALL
-"""
-RULE = """
-SELECT CAST(event_ts AS DATE) AS day, category, -count(*) AS events, -sum(amount) AS amount
-FROM ops.events WHERE event_ts >= $start AND event_ts < $end AND category = 'test' GROUP BY ALL
-"""
+MEASURES = {"events": "count(*)", "amount": "sum(amount)"}
 
 
 def write_plan(
     folder: Path,
-    cutoff: str | None = f"cutoff: {CUTOFF}",
+    cutoff: dt.date | None = CUTOFF,
     strategy: str = "forward_only",
     cadence: str = "daily",
 ) -> Plan:
-    folder.mkdir(parents=True, exist_ok=True)
-    text = PLAN.format(
-        cadence=cadence, start=START, last=LAST, strategy=strategy, cutoff=cutoff or ""
+    """The events plan ``fwd_events``, counting events and summing their amounts per day."""
+    return write_events_plan(
+        folder,
+        name=NAME,
+        cadence=cadence,
+        start=START,
+        last=LAST,
+        end=LAST,
+        columns={
+            "event_id": "UUID",
+            "category": "VARCHAR",
+            "event_ts": "TIMESTAMP",
+            "amount": "DECIMAL(12, 2)",
+            "loaded_at": "TIMESTAMP",
+        },
+        measures=MEASURES,
+        strategy=strategy,
+        cutoff=cutoff,
     )
-    (folder / "plan.yaml").write_text(textwrap.dedent(text))
-    (folder / "legacy.sql").write_text(SQL.format(filter=""))
-    (folder / "v2.sql").write_text(SQL.format(filter="AND category <> 'test'"))
-    (folder / "rule.sql").write_text(RULE)
-    return load_plan(folder / "plan.yaml")
 
 
 def fill(conn: duckdb.DuckDBPyConnection) -> None:
@@ -148,13 +115,13 @@ def test_a_forward_only_plan_names_its_cutoff_inside_the_window(tmp_path):
     with pytest.raises(PlanError, match=r"field 'cutoff': is missing"):
         write_plan(tmp_path / "a", cutoff=None)
     with pytest.raises(PlanError, match=r"cutoff': 2024-01-01 is not inside the window"):
-        write_plan(tmp_path / "b", cutoff="cutoff: 2024-01-01")
+        write_plan(tmp_path / "b", cutoff=dt.date(2024, 1, 1))
     with pytest.raises(PlanError, match=r"cutoff': 2024-02-01 is not inside the window"):
-        write_plan(tmp_path / "c", cutoff="cutoff: 2024-02-01")
+        write_plan(tmp_path / "c", cutoff=dt.date(2024, 2, 1))
     with pytest.raises(PlanError, match=r"cutoff': is only for strategy forward_only"):
         write_plan(tmp_path / "d", strategy="full_rebuild")
     with pytest.raises(PlanError, match=r"2024-01-03 is not the first day of a week.*2024-01-01"):
-        write_plan(tmp_path / "e", cutoff="cutoff: 2024-01-03", cadence="weekly")
+        write_plan(tmp_path / "e", cutoff=dt.date(2024, 1, 3), cadence="weekly")
 
 
 def test_the_candidate_is_built_from_the_cutoff_only(conn, plan, instance):
@@ -283,8 +250,12 @@ def test_the_gate_refuses_a_failing_candidate_day_after_the_cutoff_only(built, p
     assert "legacy 2024-01-01..2024-01-10: every built day passed its checks" in passed
     # A baseline day the view never serves (after the cutoff) may fail: with v2's day repaired
     # (the new category dropped from v2 only), the gate passes although legacy's copy fails.
-    (plan.folder / "v2.sql").write_text(SQL.format(filter="AND category NOT IN ('test', 'z')"))
-    (plan.folder / "rule.sql").write_text(RULE.replace("= 'test'", "IN ('test', 'z')"))
+    (plan.folder / "v2.sql").write_text(
+        events_sql(where="category NOT IN ('test', 'z')", measures=MEASURES)
+    )
+    (plan.folder / "rule.sql").write_text(
+        events_sql(where="category IN ('test', 'z')", measures=MEASURES, negated=True)
+    )
     build(built, plan, "v2", dt.date(2024, 1, 15), dt.date(2024, 1, 15))
     gate = evaluate_gate(built, plan, "v2")
     assert gate.passed, gate.report()

@@ -137,23 +137,19 @@ def test_postgres_yaml_is_the_shipped_settings_plus_postgres_storage(tmp_path: P
         "class": "PostgresRunStorage",
         "config": url,
     }
-    # The event log storage that holds its connection once the package ships it
-    # (component/storage.py), dagster-postgres' own until then.
-    assert config.pop("event_log_storage") == (
-        {
-            "module": "backfill_assets.component.storage",
-            "class": "PooledPostgresEventLogStorage",
-            "config": url,
-        }
-        if storage_module.pooled_event_log_available()
-        else {"module": "dagster_postgres", "class": "PostgresEventLogStorage", "config": url}
-    )
+    # The event log storage that holds its connection (component/postgres_storage.py).
+    assert config.pop("event_log_storage") == {
+        "module": "backfill_assets.component.postgres_storage",
+        "class": "PooledPostgresEventLogStorage",
+        "config": url,
+    }
     assert config.pop("schedule_storage") == {
         "module": "dagster_postgres",
         "class": "PostgresScheduleStorage",
         "config": url,
     }
-    # One writer at a time and the fast run queue, exactly as shipped.
+    # One writer at a time and the fast run queue, exactly as shipped (less its SQLite event log).
+    del shipped["event_log_storage"]
     assert config == shipped
     assert config["concurrency"]["pools"] == {"granularity": "run", "default_limit": 1}
     assert written.read_text().startswith(MARKER)
@@ -193,8 +189,13 @@ def test_sqlite_home_gets_the_shipped_settings_and_the_event_variables(tmp_path:
             (tmp_path / "home").resolve(),
             env={"DAGSTER_HOME": str((tmp_path / "home").resolve()), **event_env()},
         )
-        shipped = settings.SHIPPED_DAGSTER_HOME / "dagster.yaml"
-        assert (storage.home / "dagster.yaml").read_text() == shipped.read_text()
+        # The shipped settings, the event log's folder named by path instead of DAGSTER_HOME,
+        # so the home opens the same from a process whose DAGSTER_HOME is elsewhere.
+        shipped = yaml.safe_load((settings.SHIPPED_DAGSTER_HOME / "dagster.yaml").read_text())
+        shipped["event_log_storage"]["config"] = {"dagster_home": str(storage.home)}
+        written = storage.home / "dagster.yaml"
+        assert yaml.safe_load(written.read_text()) == shipped
+        assert written.read_text().startswith(MARKER)
     # The variables are handed to dagster dev; this process's environment is left alone.
     assert dict(os.environ) == environment
 
@@ -227,10 +228,9 @@ def test_embedded_postgres_holds_the_instance_and_stops_when_done(pg_tmp: Path) 
             assert type(instance.run_storage).__name__ == "PostgresRunStorage"
             assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
             assert type(instance.schedule_storage).__name__ == "PostgresScheduleStorage"
-            if storage_module.pooled_event_log_available():
-                # Every process that loads the instance builds the storage that pools.
-                inst_data = instance.event_log_storage.inst_data
-                assert inst_data.class_name == "PooledPostgresEventLogStorage"
+            # Every process that loads the instance builds the storage that pools.
+            inst_data = instance.event_log_storage.inst_data
+            assert inst_data.class_name == "PooledPostgresEventLogStorage"
         # The shipped pools reach the instance: the writer pool's limit is recorded in Postgres.
         settings.set_writer_pool_limit(storage.home)
         with dg.DagsterInstance.from_config(str(storage.home)) as instance:
@@ -321,16 +321,16 @@ def test_postgres_event_log_keeps_its_connection_through_a_ranged_run(
     """dagster-postgres alone opens a server session per statement (several per stored event);
     the project's event log storage holds its connection: the same ranged run opens a fraction
     of the sessions."""
-    if not storage_module.pooled_event_log_available():
-        pytest.skip("component/storage.py (PooledPostgresEventLogStorage) is not in the package")
     for name, value in event_env().items():
         monkeypatch.setenv(name, value)
     seed_three_months(warehouse_file)
     opened = {}
     with instance_storage(pg_tmp / "home", "postgres") as storage:
         plain = {"storage": {"postgres": {"postgres_url": storage.url}}}
+        shipped = storage_module.shipped_config()
+        del shipped["event_log_storage"]  # the shipped SQLite event log
         for name, config, month in (
-            ("plain dagster-postgres", {**plain, **storage_module.shipped_config()}, 2),
+            ("plain dagster-postgres", {**plain, **shipped}, 2),
             ("the project's", postgres_config(storage.url), 3),
         ):
             (storage.home / "dagster.yaml").write_text(yaml.safe_dump(config))

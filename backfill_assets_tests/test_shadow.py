@@ -19,7 +19,6 @@ that the sensor asks for the partitions up to yesterday.
 import datetime as dt
 import gc
 import json
-import textwrap
 from pathlib import Path
 
 import dagster as dg
@@ -35,72 +34,30 @@ from backfill_assets.plan import Plan, PlanError, load_plan
 from backfill_assets.publish import history
 from backfill_assets.shadow import current_shadow, new_partition_builds, retirements
 from backfill_assets.window_checks import SHADOW_RECONCILES_WITH_BASELINE
+from backfill_assets_tests.helpers import write_events_plan
 
 NAME = "shadow_events"
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-
-PLAN = """
-name: shadow_events
-description: Events per day and category, read by the operations dashboard.
-grain: One row per day and category.
-unique_key: [day, category]
-partition_column: day
-partitions: {{cadence: daily, start: {start}{end}}}
-window: {{start: {start}, end: {last}}}
-sources:
-  - table: ops.events
-    event_time: event_ts
-    loaded_at: loaded_at
-    required: [event_id, event_ts, category]
-    columns: {{event_id: UUID, category: VARCHAR, event_ts: TIMESTAMP, loaded_at: TIMESTAMP}}
-versions:
-  - {{name: legacy, sql: legacy.sql, code_version: l1, change: "Every event counts."}}
-  - {{name: v2, sql: v2.sql, code_version: v1, change: "Test events are left out."}}
-baseline: legacy
-candidate: v2
-checks:
-  null_rates: {{day: 0, category: 0, events: 0}}
-  reconciliation:
-    by: [partition, category]
-    measures: [events]
-    tolerance: 0
-    explained_differences:
-      - {{name: tests_removed, description: Test events leave v2., sql: rule.sql}}
-  trend: {{measure: events, window_partitions: 6, max_deviations: 50}}
-owner: ops@example.com
-risk: low
-downstream: []
-rollback: Run the rollback job with a reason.
-strategy: dual_run
-shadow_partitions: 3
-"""
-LEGACY = """
-SELECT CAST(event_ts AS DATE) AS day, category, count(*) AS events
-FROM ops.events WHERE event_ts >= $start AND event_ts < $end GROUP BY ALL
-"""
-# v2 drops test events whatever their case; the rule only predicts the lower-case ones.
-V2 = """
-SELECT CAST(event_ts AS DATE) AS day, category, count(*) AS events
-FROM ops.events WHERE event_ts >= $start AND event_ts < $end AND lower(category) <> 'test'
-GROUP BY ALL
-"""
-RULE = """
-SELECT CAST(event_ts AS DATE) AS day, category, -count(*) AS events
-FROM ops.events WHERE event_ts >= $start AND event_ts < $end AND category = 'test'
-GROUP BY ALL
-"""
 
 START, LAST = dt.date(2024, 1, 1), dt.date(2024, 1, 10)
 DAY = [None, *(LAST + dt.timedelta(days=n) for n in range(1, 5))]  # DAY[1] = 2024-01-11
 
 
 def write_plan(folder: Path, start: dt.date, last: dt.date, end: dt.date | None) -> Plan:
-    folder.mkdir(parents=True, exist_ok=True)
-    text = PLAN.format(start=start, last=last, end=f", end: {end}" if end else "")
-    (folder / "plan.yaml").write_text(textwrap.dedent(text))
-    for name, sql in (("legacy.sql", LEGACY), ("v2.sql", V2), ("rule.sql", RULE)):
-        (folder / name).write_text(sql)
-    return load_plan(folder / "plan.yaml")
+    """The daily events plan ``shadow_events``, dual run with a shadow of three partitions.
+
+    v2 drops test events whatever their case; the rule only predicts the lower-case ones.
+    """
+    return write_events_plan(
+        folder,
+        name=NAME,
+        start=start,
+        last=last,
+        end=end,
+        v2_where="lower(category) <> 'test'",
+        strategy="dual_run",
+        shadow_partitions=3,
+    )
 
 
 def add_events(conn: duckdb.DuckDBPyConnection, day: dt.date, extra: list[str] = ()) -> None:

@@ -1,32 +1,121 @@
-"""The Dagster instance's event log storage on PostgreSQL, holding its connection.
+"""The Dagster instance's event log on SQLite, keeping its connections.
 
-dagster-postgres opens a new connection for every statement outside the webserver
-(``NullPool``): a new server process with cold caches, ~5 ms, several per stored event. A ranged
-run stores a check evaluation per partition, one event at a time, so that is most of Dagster's
-cost per partition on PostgreSQL. ``optimize_for_webserver``, a public method of the storage,
-gives it the pool the webserver itself uses (one connection, more while busy). The object built
-is dagster-postgres' own class; its ``inst_data`` names this class, so every process that loads
-the instance (daemon, code server, run workers) pools too. ``backfill_assets.instance`` names it
-in the ``dagster.yaml`` it writes for Postgres storage.
+Dagster's ``SqliteEventLogStorage`` builds a new SQLAlchemy engine and opens and closes a new
+SQLite connection for every statement group: five or so per stored event. Each close of the
+last connection to a WAL database checkpoints it (writes the WAL back into the file, with its
+fsyncs), and each new engine compiles its statements again. A ranged run stores a
+materialization and a check evaluation per partition, so that, not the SQL of the backfill, was
+most of a run's time (20 ms a partition, ``docs/benchmarks.md``).
+
+``PooledSqliteEventLogStorage`` is that same class (same files, same tables, same layout under
+the Dagster home) with one engine per database file, kept with its connection, for the index
+and the few run shards most recently used (``KEPT_SHARDS``; the webserver reads many runs, and
+each kept engine holds a file open). Its connections set ``synchronous=NORMAL``, SQLite's
+advice for WAL databases: a commit is durable once the WAL is checkpointed, so a power cut
+(not a crash of a process) may lose the last events; the files stay consistent. What each
+process stores and what the UI shows does not change.
+
+The shipped ``dagster_home/dagster.yaml`` names this class as the event log storage with the
+Dagster home as its one setting (run and schedule storage stay Dagster's SQLite defaults), so
+every process that opens the instance (webserver, daemon, code server, run workers) uses it.
 """
 
-from collections.abc import Mapping
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
-from dagster_postgres import PostgresEventLogStorage
+import sqlalchemy as db
+from dagster import StringSource
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
+    INDEX_SHARD_NAME,
+    SqliteEventLogStorage,
+)
+from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
 
-# statement_timeout 0: no limit, as without the pool; connections are renewed hourly.
-POOL = {"statement_timeout": 0, "pool_recycle": 3600, "max_overflow": 10}
+KEPT_SHARDS = 8  # run-shard engines kept beside the index's; older ones are disposed
+EVENTS_FOLDER = ("history", "runs")  # where Dagster's default SQLite storage keeps event logs
 
 
-class PooledPostgresEventLogStorage(PostgresEventLogStorage):
-    """dagster-postgres' event log storage, holding its connection as the webserver's does."""
+class PooledSqliteEventLogStorage(SqliteEventLogStorage):
+    """Dagster's run-sharded SQLite event log storage with its engines and connections kept."""
+
+    def __init__(self, dagster_home: str, inst_data=None):
+        self._dagster_home = dagster_home
+        self._engines: OrderedDict[str, db.Engine] = OrderedDict()
+        self._engines_lock = threading.Lock()
+        self._tables: set[str] = set()
+        super().__init__(os.path.join(dagster_home, *EVENTS_FOLDER), inst_data=inst_data)
+
+    @classmethod
+    def config_type(cls) -> Mapping[str, object]:
+        return {"dagster_home": StringSource}
 
     @classmethod
     def from_config_value(
         cls,
         inst_data,  # Dagster's ConfigurableClassData (not exported by `dagster`): passed on
-        config_value: Mapping[str, object],
-    ) -> PostgresEventLogStorage:
-        storage = super().from_config_value(inst_data, config_value)
-        storage.optimize_for_webserver(**POOL)
-        return storage
+        config_value: Mapping[str, str],
+    ) -> "PooledSqliteEventLogStorage":
+        return cls(config_value["dagster_home"], inst_data=inst_data)
+
+    def _engine(self, shard: str) -> db.Engine:
+        with self._engines_lock:
+            engine = self._engines.get(shard)
+            if engine is not None:
+                self._engines.move_to_end(shard)
+                return engine
+            engine = db.create_engine(
+                self.conn_string_for_shard(shard),
+                pool_size=1,
+                max_overflow=4,
+                connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS},
+            )
+            db.event.listen(engine, "connect", _normal_sync)
+            self._engines[shard] = engine
+            runs = [s for s in self._engines if s != INDEX_SHARD_NAME]
+            for old in runs[: max(0, len(runs) - KEPT_SHARDS)]:
+                self._engines.pop(old).dispose()
+            return engine
+
+    @contextmanager
+    def _connect(self, shard: str) -> Iterator[db.Connection]:
+        # Dagster's _connect with the engine kept (it creates and disposes one each time).
+        with self._db_lock:
+            engine = self._engine(shard)
+            if shard not in self._initialized_dbs:
+                self._initdb(engine)
+                self._initialized_dbs.add(shard)
+            with engine.connect() as conn, conn.begin():
+                yield conn
+
+    def has_table(self, table_name: str) -> bool:
+        # Dagster's builds a new engine for every call, and it is called for most events (is
+        # the check-execution table there?). A table, once there, stays: remember the yes.
+        if table_name in self._tables:
+            return True
+        engine = self._engine(INDEX_SHARD_NAME)
+        with engine.connect() as conn:
+            found = bool(engine.dialect.has_table(conn, table_name))
+        if found:
+            self._tables.add(table_name)
+        return found
+
+    def _dispose_engines(self) -> None:
+        with self._engines_lock:
+            while self._engines:
+                self._engines.popitem()[1].dispose()
+
+    def wipe(self) -> None:
+        self._tables.clear()
+        self._dispose_engines()  # the run shards' files are deleted: let go of them first
+        super().wipe()
+
+    def dispose(self) -> None:
+        self._dispose_engines()
+        super().dispose()
+
+
+def _normal_sync(dbapi_connection, _record) -> None:
+    dbapi_connection.execute("PRAGMA synchronous=NORMAL")
