@@ -36,6 +36,7 @@ from backfill_assets.preflight import (
     RUN_OVERHEAD_S,
     Preflight,
     VersionWork,
+    build_cost,
     preflight,
 )
 from backfill_assets.publish import ensure_view, promote, published_version
@@ -748,3 +749,31 @@ def test_preflight_asset_attaches_the_report(warehouse_file, instance, fct_order
     for version in fct_orders.version_names:
         assert f"{version}: {WINDOW_DAYS} day(s) to build" in report
         assert metadata[f"days_to_build_{version}"].value == WINDOW_DAYS
+
+
+def test_build_cost_counts_every_second_per_partition_when_noise_hides_the_fixed_part(
+    conn, fct_orders
+):
+    """A one-day build of 2.0 s and a five-day build of 1.0 s (a loaded machine): no line
+    separates a fixed and a per-partition cost, so all 3.0 s over 6 partitions count per
+    partition (0.5 s), never zero. Builds that grow with their size keep the fitted line."""
+    from backfill_assets.evidence import ensure_evidence
+
+    ensure_evidence(conn)
+
+    def record(run: str, days: int, seconds: float, at: str) -> None:
+        for i in range(days):
+            start = dt.datetime(2024, 1, 1) + dt.timedelta(days=i)
+            conn.execute(
+                "INSERT INTO backfill.partition_evidence VALUES (?, 'v2', ?, ?, 1, 1, NULL, 'f',"
+                " 'c', true, '{}', true, ?, ?, ?)",
+                [fct_orders.name, start, start + dt.timedelta(days=1), run, at, seconds / days],
+            )
+
+    record("a", 1, 2.0, "2024-06-01 00:00:00")
+    record("b", 5, 1.0, "2024-06-01 00:01:00")
+    assert build_cost(conn, fct_orders, "v2") == (0.0, pytest.approx(0.5))
+    conn.execute("DELETE FROM backfill.partition_evidence")
+    record("a", 1, 1.5, "2024-06-01 00:00:00")  # 1 s fixed + 0.5 s a partition
+    record("b", 5, 3.5, "2024-06-01 00:01:00")
+    assert build_cost(conn, fct_orders, "v2") == (pytest.approx(1.0), pytest.approx(0.5))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from backfill_assets.example.dagster_dev import partition_counts
+from backfill_assets.example.dagster_dev import BackfillState, partition_counts
 from backfill_assets.example.demo import WIDTH, wrap
 from backfill_assets.processes import (
     group_members,
@@ -157,6 +157,26 @@ def testpartition_counts_sum_dagsters_per_asset_counts():
         "failed": 1,
         "requested": 8,
     }
+
+
+def test_the_demo_moves_on_once_every_partition_has_a_finished_run():
+    """The demo does not wait for the daemon's next look to mark the backfill completed, but
+    it never moves on while the daemon has partitions without a run or a run is not over."""
+
+    def state(requested: int, *statuses: str, status: str = "REQUESTED") -> BackfillState:
+        runs = [{"id": str(i), "status": s} for i, s in enumerate(statuses)]
+        return BackfillState("b", status, runs, targeted=62, requested=requested)
+
+    assert state(62, "SUCCESS", "SUCCESS").runs_finished
+    assert state(62, "SUCCESS", "FAILURE").runs_finished  # over; the demo reports the failure
+    assert not state(62, "SUCCESS", "STARTED").runs_finished
+    assert not state(62, "SUCCESS", "QUEUED").runs_finished
+    assert not state(31, "SUCCESS").runs_finished  # the daemon has runs still to launch
+    assert not state(0).runs_finished  # nothing launched yet
+    assert not BackfillState("b", "REQUESTED", [], targeted=0, requested=0).runs_finished
+    # Completed by the daemon: finished whichever way it is asked.
+    done = state(62, "SUCCESS", "SUCCESS", status="COMPLETED_SUCCESS")
+    assert done.finished and done.runs_finished
 
 
 # --- the demo's lines ----------------------------------------------------------------------------

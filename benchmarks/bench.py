@@ -447,12 +447,12 @@ def _dagster_rows(
     first: dt.date,
     last: dt.date,
     e2e_storages: list[str],
-    in_process: tuple[float, float, float],
+    in_process: tuple[float, float, float],  # v2 daily_revenue, all builds, window checks
 ) -> list[tuple[str, str, str]]:
     """Through a real ``dagster dev``: the backfill on each storage, the whole path (backfill,
     window checks, promotions) on the default one, and v2 daily_revenue alone; each against
     the same work measured in process in this run."""
-    built, all_builds, checks_and_gates = in_process
+    built, all_builds, checks = in_process
     days = (last - first).days + 1
     models = sum(len(p.version_names) for p in plans)
     rows: list[tuple[str, str, str]] = []
@@ -482,14 +482,16 @@ def _dagster_rows(
                 f"{beyond:.0f} ms per partition and model",
             )
         )
-    in_process_all = all_builds + checks_and_gates
+    # The promotions reuse the window-check job's verdict (nothing changed in between), so in
+    # process they are the view swap: milliseconds, not counted.
+    in_process_all = all_builds + checks
     wait = e2e["first_run_after_s"]
     rows.append(
         (
             "end to end through Dagster",
             f"{e2e['total_s']:.0f} s",
-            f"{e2e['total_s'] / in_process_all:.2f} x the same builds, window checks and "
-            f"promotion gates in process ({in_process_all:.0f} s); "
+            f"{e2e['total_s'] / in_process_all:.2f} x the same builds and window checks in "
+            f"process ({in_process_all:.0f} s; the promotions reuse the checks' verdict); "
             f"{(e2e['total_s'] - wait) / in_process_all:.2f} x without the daemon's wait; "
             f"{DEFAULT_STORAGE}; backfill {e2e['backfill_s']:.0f} s in {e2e['runs']} runs "
             f"({e2e['backfill_status']}), window-check and promotion jobs {e2e['jobs_s']:.0f} s "
@@ -685,16 +687,19 @@ def main() -> int:
         if verdicts:
             names = "; ".join(v.name for v in verdicts)
             rows.append(("blocking window checks failing", str(len(verdicts)), names))
-        # What a promotion does besides the view swap (milliseconds): the gate over the window.
+        # A promotion's gate evaluated from scratch. Through Dagster (and in process alike) the
+        # promotion right after the window-check job reuses that job's verdict, so the gate is
+        # not part of the in-process time the end to end is compared with; reported for scale.
         gates = sum(
             timed(evaluate_gate, conn, p, p.spec.candidate, _promotion(p)["approved_by"])[0]
             for p in plans
         )
         rows.append(
             (
-                "promotion gates, both plans (in process)",
+                "promotion gates from scratch, both plans (in process)",
                 f"{gates:.2f} s",
-                f"{gates / all_builds:.2f} x the chunked build of all 4 models",
+                f"{gates / all_builds:.2f} x the chunked build of all 4 models; what a promotion "
+                "costs when it cannot reuse the window checks' verdict",
             )
         )
         probe, before = timed(source_probes, conn, plans)
@@ -790,7 +795,7 @@ def main() -> int:
                 first,
                 last,
                 e2e_storages,
-                (built, all_builds, checks + gates),
+                (built, all_builds, checks),
             )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
