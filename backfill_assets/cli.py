@@ -394,6 +394,22 @@ def cmd_ui(args: argparse.Namespace) -> int:
             "of this machine (127.0.0.1 by default) and --port a free port above 1023."
         )
         return 1
+    if not args.lake:
+        return _ui(args)
+    # The lake the demo built (or BACKFILL_LAKE_CATALOG's), its embedded catalog running as
+    # long as the UI does; its own Dagster home and writer pool follow from the environment.
+    try:
+        with lakes.lake_in_use(settings.lake_root()) as where:
+            print(f"warehouse: {where.describe()}")
+            return _ui(args)
+    except lakes.LakeError as error:
+        _ui_say(f"backfill-assets ui --lake: {error}")
+        return 1
+
+
+def _ui(args: argparse.Namespace) -> int:
+    """``dagster dev`` on the project's Dagster home for the warehouse the environment names
+    (the lake's own home on a lake), with that warehouse's writer pool limit recorded."""
     from backfill_assets.instance import InstanceStorageError, instance_storage
 
     home = use_project_dagster_home()
@@ -412,11 +428,15 @@ def cmd_ui(args: argparse.Namespace) -> int:
     ]
     try:
         with instance_storage(home) as storage:
-            settings.set_writer_pool_limit(storage.home)
+            writers = settings.set_writer_pool_limit(storage.home)
             os.environ.update(storage.env)  # DAGSTER_HOME and Dagster's event settings
             print(
                 f"DAGSTER_HOME={storage.home} ({storage.kind} storage) "
-                f"BACKFILL_WAREHOUSE={os.environ['BACKFILL_WAREHOUSE']}"
+                + (
+                    f"on a DuckLake, {writers} writer(s) at a time"
+                    if settings.lake_configured()
+                    else f"BACKFILL_WAREHOUSE={os.environ['BACKFILL_WAREHOUSE']}"
+                )
             )
             print(" ".join(command))
             print(
@@ -489,6 +509,12 @@ def parser() -> argparse.ArgumentParser:
     ui = sub.add_parser("ui", help="start the Dagster UI and daemon on this project")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
+    ui.add_argument(
+        "--lake",
+        action="store_true",
+        help="on the DuckLake BACKFILL_LAKE_CATALOG names, else the embedded one demo --lake "
+        "built (started for as long as the UI runs)",
+    )
     ui.set_defaults(func=cmd_ui)
     return root
 

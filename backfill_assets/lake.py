@@ -14,8 +14,10 @@ logged backoff.
 Offline, the extensions come from PyPI packages built for one DuckDB release
 (``duckdb-extension-ducklake``, ``-postgres-scanner``, ``-sqlite-scanner``, all 1.5.5 and each
 pinning ``duckdb==1.5.5``): they are LOADed from the file each package ships, never downloaded.
-Install them in a virtual environment of their own (``lake-constraints.txt``; the ``lake``
-extra once ``pyproject.toml`` has it), since the project's main environment runs DuckDB 2.x.
+Install them in a virtual environment of their own (the ``lake`` extra:
+``python3 -m venv .venv-lake && .venv-lake/bin/pip install -e '.[lake]'``;
+``lake-constraints.txt`` pins the same set for the test venv), since the project's main
+environment runs DuckDB 2.x.
 
 Configuration (read when a command or the code location starts, never at import):
 
@@ -26,19 +28,27 @@ Configuration (read when a command or the code location starts, never at import)
 - ``BACKFILL_LAKE_DATA_PATH``: the folder holding the Parquet files (created if missing). Every
   writer must see the same folder (a shared volume).
 
+``lake_in_use`` gives a command (``demo --lake``, ``ui --lake``, ``maintain``) the configured
+lake or, when none is configured, an embedded one: a PostgreSQL catalog started with pgserver
+for as long as the command runs, beside its Parquet folder. ``maintain`` compacts the lake and
+expires old snapshots (``python -m backfill_assets.lake maintain``).
+
 No dagster import: the resource (``component/resources.py``) and the command line use it alike.
 """
 
+import argparse
 import datetime as dt
 import importlib.util
 import logging
 import os
 import random
 import re
+import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -59,7 +69,8 @@ PACKAGES = {
 CATALOG_EXTENSION = {"postgres": "postgres_scanner", "sqlite": "sqlite_scanner"}
 INSTALL = (
     "install the lake set in a virtual environment of its own (it pins DuckDB 1.5.5): "
-    "pip install -e '.[dev]' -r lake-constraints.txt"
+    "python3 -m venv .venv-lake && .venv-lake/bin/pip install -e '.[lake]', then run "
+    ".venv-lake/bin/backfill-assets"
 )
 
 # Conflicting commits: DuckLake itself retries a commit whose changes do not overlap another's
@@ -340,3 +351,223 @@ def retry_conflicts(
             sleep(wait)
             pause *= 2
     raise AssertionError("unreachable")  # the loop returns or raises
+
+
+# ---------------------------------------------------------------------------------------------
+# A lake for a command: the configured one, or an embedded one
+
+CATALOG_FOLDER = "catalog"  # the embedded PostgreSQL's data folder, under the lake's root
+DATA_FOLDER = "data"  # the embedded lake's Parquet files, beside it
+EMBEDDED_DATABASE = "lake"  # the catalog's database on the embedded server
+
+
+def with_database(url: str, name: str) -> str:
+    """``url`` (``postgresql+psycopg2://user:@/db?host=...``) naming database ``name``."""
+    head, mark, query = url.partition("?")
+    return f"{head.rsplit('/', 1)[0]}/{name}{mark}{query}"
+
+
+def create_database(url: str, name: str) -> None:
+    """Create database ``name`` on the server ``url`` reaches, unless it exists."""
+    import psycopg2
+
+    plain = "postgresql://" + url.split("://", 1)[1]
+    with closing(psycopg2.connect(plain)) as admin:
+        admin.autocommit = True  # CREATE DATABASE cannot run inside a transaction
+        with admin.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
+            if cursor.fetchone() is None:
+                quoted = '"' + name.replace('"', '""') + '"'
+                cursor.execute(f"CREATE DATABASE {quoted}")
+
+
+@contextmanager
+def lake_in_use(root: Path) -> Iterator[Lake]:
+    """The lake a command works on, set in this process's environment while the block runs,
+    so that everything it starts (``dagster dev``, its daemon, code server and run workers)
+    inherits ``BACKFILL_LAKE_CATALOG`` and ``BACKFILL_LAKE_DATA_PATH``.
+
+    With ``BACKFILL_LAKE_CATALOG`` set: that lake, as configured (a team's own server and
+    shared folder). Unset: an embedded lake under ``root``, what a data team expects from a
+    quick start (nothing to install or run first, and the catalog is PostgreSQL as in
+    production, so several writers commit at once): a PostgreSQL 16 (``pgserver``, the same
+    helper as the Dagster instance's embedded storage) on ``root/catalog``, database ``lake``,
+    started now and stopped when the block ends, and the Parquet files in ``root/data``. Run
+    again, it finds the same catalog and files. Refuses at once, naming the install command,
+    where the lake set is not installed.
+    """
+    configured = from_env()
+    if configured is not None:
+        if problem := unavailable(configured.kind):
+            raise LakeError(problem)
+        yield configured
+        return
+    if problem := unavailable("postgres"):
+        raise LakeError(problem)
+    from backfill_assets.instance import InstanceStorageError, embedded_postgres
+
+    root = Path(root).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        with embedded_postgres(root / CATALOG_FOLDER) as server:
+            url = with_database(server, EMBEDDED_DATABASE)
+            create_database(server, EMBEDDED_DATABASE)
+            where = lake(url, str(root / DATA_FOLDER))
+            previous = {name: os.environ.get(name) for name in (CATALOG_ENV, DATA_PATH_ENV)}
+            os.environ[CATALOG_ENV] = where.catalog
+            os.environ[DATA_PATH_ENV] = where.data_path
+            try:
+                yield where
+            finally:
+                for name, value in previous.items():
+                    if value is None:
+                        os.environ.pop(name, None)
+                    else:
+                        os.environ[name] = value
+    except InstanceStorageError as error:
+        raise LakeError(f"cannot start the embedded lake catalog: {error}. {INSTALL}") from error
+
+
+# ---------------------------------------------------------------------------------------------
+# Maintenance: compaction, snapshot expiry, old files
+
+KEEP_SNAPSHOTS = dt.timedelta(days=7)
+# How long a file no snapshot needs (or no commit ever named) stays before it is deleted: longer
+# than any run or query may take, so that no reader or writer still at work loses a file.
+GRACE = dt.timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Maintenance:
+    """What ``maintain`` did: rows moved out of the catalog, data files merged or rewritten
+    (processed → created), snapshots expired, files deleted."""
+
+    rows_flushed: int
+    files_merged: tuple[int, int]
+    files_rewritten: tuple[int, int]
+    snapshots_expired: int
+    files_deleted: int
+    orphans_deleted: int
+
+    def text(self) -> str:
+        return (
+            f"{self.rows_flushed:,} inlined rows written to Parquet; "
+            f"{self.files_merged[0]:,} small files merged into {self.files_merged[1]:,}; "
+            f"{self.files_rewritten[0]:,} files with deleted rows rewritten into "
+            f"{self.files_rewritten[1]:,}; {self.snapshots_expired:,} snapshots expired; "
+            f"{self.files_deleted:,} files no snapshot needs and {self.orphans_deleted:,} files "
+            "no commit named deleted"
+        )
+
+
+def maintain(
+    conn: duckdb.DuckDBPyConnection,
+    keep: dt.timedelta = KEEP_SNAPSHOTS,
+    grace: dt.timedelta = GRACE,
+) -> Maintenance:
+    """Compact the lake ``conn`` works in and drop history older than ``keep``.
+
+    Every backfill run commits small Parquet files and, when it rebuilds, delete files; every
+    commit is a snapshot, and DuckLake keeps every file some snapshot names. So, in DuckLake
+    1.5.5's own functions, each step its own commit (retried on a conflicting writer, like the
+    runs' commits, so it may run beside a backfill):
+
+    1. ``ducklake_flush_inlined_data``: rows DuckLake kept in the catalog (small inserts) to
+       Parquet;
+    2. ``ducklake_merge_adjacent_files``: small files of a table into larger ones;
+    3. ``ducklake_rewrite_data_files``: files with many deleted rows, rewritten without them;
+    4. ``ducklake_expire_snapshots(older_than => now - keep)``: time travel before that ends;
+    5. ``ducklake_cleanup_old_files(older_than => now - grace)``: files that only expired
+       snapshots named, once they have waited ``grace`` (files freed by this run's step 4 go
+       on the next run after ``grace``), so a query still reading them is not cut off;
+    6. ``ducklake_delete_orphaned_files(older_than => now - grace)``: files no commit ever
+       named (a writer killed before its commit), once older than ``grace``: a writer still
+       at work has not committed its files yet, so ``grace`` must exceed the longest run.
+
+    What it changes is the lake's history and files, never what a query sees now: the
+    published views and the evidence read the same before and after.
+    """
+    if not is_lake(conn):
+        raise LakeError("maintain needs a DuckLake connection; a DuckDB file needs no compaction")
+
+    def call(sql: str, params: list | None = None) -> list[tuple]:
+        def run() -> list[tuple]:
+            return conn.execute(sql, params or []).fetchall()
+
+        return retry_conflicts(run, f"lake maintenance: {sql.split('(')[0]}")
+
+    def before(age: dt.timedelta) -> dt.datetime:
+        return dt.datetime.now(dt.UTC) - age
+
+    catalog = _text(ALIAS)
+    flushed = call(f"CALL ducklake_flush_inlined_data({catalog})")
+    merged = call(f"CALL ducklake_merge_adjacent_files({catalog})")
+    rewritten = call(f"CALL ducklake_rewrite_data_files({catalog})")
+    expired = call(f"CALL ducklake_expire_snapshots({catalog}, older_than => ?)", [before(keep)])
+    deleted = call(f"CALL ducklake_cleanup_old_files({catalog}, older_than => ?)", [before(grace)])
+    orphans = call(
+        f"CALL ducklake_delete_orphaned_files({catalog}, older_than => ?)", [before(grace)]
+    )
+    return Maintenance(
+        rows_flushed=int(sum(row[2] for row in flushed)),
+        files_merged=(sum(row[2] for row in merged), sum(row[3] for row in merged)),
+        files_rewritten=(sum(row[2] for row in rewritten), sum(row[3] for row in rewritten)),
+        snapshots_expired=len(expired),
+        files_deleted=len(deleted),
+        orphans_deleted=len(orphans),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m backfill_assets.lake maintain [--keep-days 7]``: maintain the configured
+    lake, or the embedded one beside the warehouse file (started for the occasion)."""
+    from backfill_assets import settings
+
+    parser = argparse.ArgumentParser(
+        prog="python -m backfill_assets.lake",
+        description="Maintain the DuckLake warehouse (BACKFILL_LAKE_CATALOG, else the "
+        "embedded one the --lake commands use).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    maintenance = sub.add_parser(
+        "maintain", help="flush inlined rows, merge small files, expire old snapshots"
+    )
+    maintenance.add_argument(
+        "--keep-days",
+        type=float,
+        default=KEEP_SNAPSHOTS.days,
+        help="snapshots (and the files only they name) younger than this are kept "
+        f"(default {KEEP_SNAPSHOTS.days})",
+    )
+    maintenance.add_argument(
+        "--grace-hours",
+        type=float,
+        default=GRACE.total_seconds() / 3600,
+        help="files no snapshot or commit needs are deleted once this old: longer than any "
+        f"run may take (default {GRACE.total_seconds() / 3600:.0f})",
+    )
+    args = parser.parse_args(argv)
+    root = settings.lake_root()
+    if from_env() is None and not (root / CATALOG_FOLDER).is_dir():
+        print(
+            f"python -m backfill_assets.lake {args.command}: no lake to maintain: "
+            f"{CATALOG_ENV} is unset and there is no embedded lake in {root}. Fix: set "
+            f"{CATALOG_ENV} and {DATA_PATH_ENV}, or build one with backfill-assets demo --lake",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        with lake_in_use(root) as where, closing(connect(where)) as conn:
+            print(f"maintaining {where.describe()}")
+            done = maintain(
+                conn, dt.timedelta(days=args.keep_days), dt.timedelta(hours=args.grace_hours)
+            )
+    except duckdb.Error as error:
+        print(f"python -m backfill_assets.lake {args.command}: {error}", file=sys.stderr)
+        return 1
+    print(done.text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

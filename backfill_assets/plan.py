@@ -592,8 +592,9 @@ class Plan:
 
 
 # Partitions per run when a plan does not say: a week of hours, a month of days, a quarter of
-# weeks, half a year of months. A run costs ~4 s of start-up (queue, process, code load) however small
-# it is; a chunk is also the unit a bad partition fails (docs/benchmarks.md, "Choice of chunk").
+# weeks, half a year of months. A run costs ~4.5 s of start-up (queue, process, code load)
+# however small it is; a chunk is also the unit a bad partition fails (docs/benchmarks.md,
+# "Choice of chunk").
 DEFAULT_CHUNK = {"hourly": 168, "daily": 31, "weekly": 13, "monthly": 6}
 
 

@@ -14,8 +14,9 @@ The ETA fits each version's recorded builds (``build_cost``: a fixed part per bu
 per partition; the canary records single partitions and one full chunk when nothing was built
 yet) to the runs and partitions still to build, plus Dagster's own bookkeeping, measured in
 docs/benchmarks.md: about ``RUN_OVERHEAD_S`` per run and ``EVENTS_PER_PARTITION_S`` per
-partition and model (a planned and a stored materialization and check result). Runs are counted for one
-backfill of the whole range left to build, all versions together, as the UI launches it.
+partition and model (a planned and a stored materialization and check result). Runs are
+counted for one backfill of the whole range left to build, all versions together, as the UI
+launches it.
 """
 
 from dataclasses import dataclass, field

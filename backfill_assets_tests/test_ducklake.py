@@ -17,6 +17,7 @@ import datetime as dt
 import json
 import logging
 import multiprocessing as mp
+import os
 import shutil
 import subprocess
 import sys
@@ -30,8 +31,10 @@ import duckdb
 import pytest
 
 from backfill_assets import lake as lakes
+from backfill_assets import settings
 from backfill_assets.build import build_window
 from backfill_assets.example.generator import generate
+from backfill_assets.instance import postgres_running
 from backfill_assets.plan import Plan, sql_files
 from backfill_assets.publish import ensure_view, history, published_version
 from backfill_assets.warehouse import committed
@@ -748,3 +751,357 @@ def test_plan_sql_that_reaches_past_its_tables_on_a_lake_is_named() -> None:
     for plan in shipped_plans():
         for field, relative in sql_files(plan.spec).items():
             assert reach((plan.path.parent / relative).read_text()) == [], (plan.name, field)
+
+
+# ---------------------------------------------------------------------------------------------
+# The writer pool, maintenance and the lake demo
+
+
+def _instance_pool_limit(home: Path) -> int:
+    """The ``duckdb`` pool's limit as the instance in ``home`` records it."""
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        return instance.event_log_storage.get_concurrency_info(settings.WRITER_POOL).slot_count
+
+
+def test_the_writer_pool_limit_follows_the_warehouse(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One writer on the DuckDB file whatever is configured, ``BACKFILL_LAKE_WRITERS`` (default
+    4) on a lake, each recorded in a Dagster home of its own; the shipped (file) home refuses
+    a limit above 1. Runs everywhere: no lake is opened."""
+    from backfill_assets.instance import instance_storage
+
+    lake_env = {lakes.CATALOG_ENV: "postgres:dbname=lake", lakes.DATA_PATH_ENV: str(tmp_path)}
+    assert settings.writer_pool_limit({}) == 1
+    assert settings.writer_pool_limit({settings.LAKE_WRITERS_ENV: "8"}) == 1
+    assert settings.writer_pool_limit(lake_env) == 4
+    assert settings.writer_pool_limit({**lake_env, settings.LAKE_WRITERS_ENV: " 2 "}) == 2
+    for bad in ("0", "-1", "four", "2.5"):
+        with pytest.raises(ValueError, match=f"{settings.LAKE_WRITERS_ENV}=.*Fix: a whole number"):
+            settings.writer_pool_limit({**lake_env, settings.LAKE_WRITERS_ENV: bad})
+
+    for name in ("DAGSTER_HOME", settings.STORAGE_ENV, settings.PG_URL_ENV, lakes.CATALOG_ENV):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv(settings.LAKE_WRITERS_ENV, raising=False)
+    assert settings.dagster_home() == settings.SHIPPED_DAGSTER_HOME
+    monkeypatch.setenv(lakes.CATALOG_ENV, lake_env[lakes.CATALOG_ENV])
+    assert settings.dagster_home() == settings.SHIPPED_DAGSTER_HOME / "lake"
+    monkeypatch.setenv(settings.STORAGE_ENV, "postgres")
+    assert settings.dagster_home() == settings.SHIPPED_DAGSTER_HOME / "lake" / "postgres"
+    monkeypatch.delenv(settings.STORAGE_ENV)
+    with pytest.raises(ValueError, match="DuckDB file's"):
+        settings.set_writer_pool_limit(settings.SHIPPED_DAGSTER_HOME)
+
+    # Recorded in real instances: the lake's home gets 4, a file's home 1 (also after the
+    # lake's limit was recorded in it by mistake: every start records its own warehouse's).
+    lake_home, file_home = tmp_path / "lake_home", tmp_path / "file_home"
+    with instance_storage(lake_home, "sqlite") as storage:
+        assert settings.set_writer_pool_limit(storage.home) == 4
+        assert _instance_pool_limit(storage.home) == 4
+    with instance_storage(file_home, "sqlite") as storage:
+        settings.set_writer_pool_limit(storage.home, 4)
+        monkeypatch.delenv(lakes.CATALOG_ENV)
+        assert settings.set_writer_pool_limit(storage.home) == 1
+        assert _instance_pool_limit(storage.home) == 1
+
+
+def test_maintenance_compacts_and_expires_and_queries_read_the_same(
+    seeded: lakes.Lake, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """``python -m backfill_assets.lake maintain`` on the configured lake: after a backfill in
+    chunks and a rebuild (many small files, delete files, many snapshots) it merges files,
+    expires the snapshots older than ``--keep-days`` and deletes the files only they named
+    (and files no commit named) once older than ``--grace-hours``; the model, the published
+    view and the evidence read exactly as before, and every file left is one a table names."""
+    plan = _plan()
+    with closing(lakes.connect(seeded)) as conn:
+        for first, last in _chunks(plan, 4):
+            for version in plan.version_names:
+                build_window(conn, plan, version, first, last, f"chunk-{first}")
+        build_window(conn, plan, "v2", plan.window_start, plan.window_end, "rebuild")
+        ensure_view(conn, plan)
+        tables = (plan.model_table("v2"), plan.view, "backfill.partition_evidence")
+        before = {t: conn.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall() for t in tables}
+        snapshots = conn.execute("SELECT count(*) FROM ducklake_snapshots(?)", [lakes.ALIAS])
+        snapshots_before = snapshots.fetchone()[0]
+    files_before = _data_files(seeded)
+
+    monkeypatch.setenv(lakes.CATALOG_ENV, seeded.catalog)
+    monkeypatch.setenv(lakes.DATA_PATH_ENV, seeded.data_path)
+    assert lakes.main(["maintain", "--keep-days", "0", "--grace-hours", "0"]) == 0
+    said = capsys.readouterr().out
+    assert "small files merged" in said and "snapshots expired" in said, said
+
+    files_after = _data_files(seeded)
+    with closing(lakes.connect(seeded)) as conn:
+        for table, rows in before.items():
+            assert conn.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall() == rows, table
+        snapshots_after = conn.execute(
+            "SELECT count(*) FROM ducklake_snapshots(?)", [lakes.ALIAS]
+        ).fetchone()[0]
+    print(f"\nfiles {len(files_before)} -> {len(files_after)}; {said.strip()}")
+    assert snapshots_after < snapshots_before
+    assert len(files_after) < len(files_before)
+    # What is left is exactly what the lake's tables name: nothing orphaned, nothing missing.
+    with closing(lakes.connect(seeded)) as conn:
+        named = set()
+        for schema, table in conn.execute(
+            "SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = ?",
+            [lakes.ALIAS],
+        ).fetchall():
+            for data, deletes in conn.execute(
+                "SELECT data_file, delete_file FROM ducklake_list_files(?, ?, schema => ?)",
+                [lakes.ALIAS, table, schema],
+            ).fetchall():
+                named.update(f for f in (data, deletes) if f)
+    assert files_after == named
+
+
+def test_maintenance_refuses_a_lake_that_is_not_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """No lake configured and no embedded one beside the warehouse file: a message naming the
+    fix, exit 1, and no server started. Runs everywhere."""
+    monkeypatch.delenv(lakes.CATALOG_ENV, raising=False)
+    monkeypatch.setenv("BACKFILL_WAREHOUSE", str(tmp_path / "w" / "warehouse.duckdb"))
+    assert lakes.main(["maintain"]) == 1
+    said = capsys.readouterr().err
+    assert "no lake to maintain" in said and "demo --lake" in said
+    assert not (tmp_path / "w").exists()
+
+
+def test_demo_lake_without_the_lake_set_names_the_install_command() -> None:
+    """``backfill-assets demo --lake`` where the lake set is not installed (the main venv,
+    DuckDB 2.x): exit 1 at once, naming the install command; nothing started or written."""
+    if not UNAVAILABLE:
+        pytest.skip("the lake set is installed here; the refusal runs in the main venv")
+    command = Path(sys.executable).parent / "backfill-assets"
+    folder = Path(tempfile.mkdtemp(prefix="backfill-no-lake-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BACKFILL_", "DAGSTER_"))}
+    env["BACKFILL_WAREHOUSE"] = str(folder / "warehouse" / "warehouse.duckdb")
+    env["DAGSTER_HOME"] = str(folder / "home")
+    try:
+        done = subprocess.run(
+            [str(command), "demo", "--lake"], capture_output=True, text=True, env=env, timeout=120
+        )
+        assert done.returncode == 1
+        assert "backfill-assets demo --lake: DuckDB" in done.stderr
+        assert "pip install -e '.[lake]'" in done.stderr
+        assert list(folder.iterdir()) == []
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+DEMO_PLAN = "monthly_active_customers"  # 24 months: its whole window is backfilled, published
+DEMO_DAILY = "daily_revenue"  # beside it, its first 93 days: three chunks of 31
+DEMO_DAYS = 93
+DEMO_ORDERS_PER_DAY = 20
+
+
+@pytest.mark.e2e
+def test_the_lake_demo_path_writes_in_parallel_and_publishes_what_the_gate_passed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The building blocks of ``demo --lake`` (a whole demo run takes 5-6 minutes here): with
+    no lake configured, ``lake_in_use`` starts an embedded PostgreSQL catalog beside the
+    warehouse path and puts the lake in the environment; the lake's Dagster home records a
+    writer pool of 4; one backfill through ``dagster dev``, as the demo launches it (a monthly
+    plan's whole window and a daily plan's first three chunks), runs side by side, never more
+    than 4 at once; the demo's window-check and promotion jobs publish the monthly plan; its
+    view equals the candidate's table over the window; one evidence row per partition and
+    version; the catalog stops with the block; nothing is left to build.
+    """
+    if UNAVAILABLE:
+        pytest.skip(f"no DuckLake here: {UNAVAILABLE}")
+    if NO_PGSERVER:
+        pytest.skip(f"no embedded PostgreSQL: {NO_PGSERVER}")
+    from backfill_assets.component.models import partition_key
+    from backfill_assets.example import demo
+    from backfill_assets.example.dagster_dev import DagsterDev
+    from backfill_assets.instance import instance_storage
+
+    # Outside pytest's tmp_path: the embedded server runs as the user pgserver (see the
+    # ``postgres`` fixture).
+    folder = Path(tempfile.mkdtemp(prefix="backfill-lake-demo-"))
+    warehouse = folder / "warehouse" / "warehouse.duckdb"
+    for name in (lakes.CATALOG_ENV, lakes.DATA_PATH_ENV, settings.LAKE_WRITERS_ENV):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.delenv(settings.STORAGE_ENV, raising=False)
+    monkeypatch.delenv(settings.PG_URL_ENV, raising=False)
+    monkeypatch.setenv("BACKFILL_WAREHOUSE", str(warehouse))
+    root = warehouse.parent / "lake"
+    assert settings.lake_root() == root
+    plans = {p.name: p for p in shipped_plans()}
+    plan, daily = plans[DEMO_PLAN], plans[DEMO_DAILY]
+    first_days = (dt.date(2024, 1, 1), dt.date(2024, 1, 1) + dt.timedelta(days=DEMO_DAYS - 1))
+    ranges = [
+        (p.asset_path(v), partition_key(p, first), partition_key(p, last))
+        for p, (first, last) in (
+            (plan, (plan.window_start, plan.window_partitions[-1])),
+            (daily, first_days),
+        )
+        for v in p.version_names
+    ]
+    # By hand: 24 months in runs of the plan's chunk, and 93 days in runs of 31.
+    expected_runs = -(-24 // plan.chunk) + 3
+    try:
+        with lakes.lake_in_use(settings.lake_root()) as where:
+            assert where.data_path == str(root / lakes.DATA_FOLDER)
+            assert lakes.from_env() == where  # in the environment every process inherits
+            # The lake's own home (the shipped one's ``lake`` folder), here under the folder.
+            assert settings.dagster_home() == settings.SHIPPED_DAGSTER_HOME / "lake"
+            home = folder / "dagster_home_lake"
+            with closing(lakes.connect(where, external_access=True)) as conn:
+                generate(conn, plan.window_start, dt.date(2025, 12, 31), DEMO_ORDERS_PER_DAY, 7)
+            with (
+                instance_storage(home, "sqlite") as storage,
+                DagsterDev(storage.home, str(warehouse), env=storage.env) as dev,
+            ):
+                assert dev.writer_limit == 4
+                backfill_id = dev.launch_ranges(ranges, "lake demo path")
+                state = dev.wait_backfill(backfill_id, timeout=600, runs_only=True)
+                assert [r["status"] for r in state.runs] == ["SUCCESS"] * expected_runs
+                jobs = [
+                    (f"window_checks_{plan.name}_job", None),
+                    (f"promote_{plan.name}_job", demo._promotion_config(plan)),
+                ]
+                assert demo._run_jobs(dev, jobs)
+            assert _instance_pool_limit(home) == 4
+            lives, executions = _backfill_run_spans(home)
+            assert len(lives) == expected_runs, lives
+            in_pool, executing = _most_at_once(lives), _most_at_once(executions)
+            print(
+                f"\n{expected_runs} backfill runs: at most {in_pool} at once (launched to "
+                f"ended), {executing} executing at once"
+            )
+            assert 2 <= in_pool <= 4
+
+            with closing(lakes.connect(where)) as conn:
+                assert published_version(conn, plan) == "v2"
+                column = plan.spec.partition_column
+                window = (
+                    f"(SELECT * FROM models.{plan.name}__v2 WHERE {column} >= DATE '2024-01-01' "
+                    f"AND {column} < DATE '2026-01-01')"
+                )
+                only_view, only_table, rows = conn.execute(
+                    _compare_sql(f"analytics.{plan.name}", window)
+                ).fetchone()
+                assert (only_view, only_table) == (0, 0) and rows > 0
+                evidence = (
+                    "SELECT model, version, count(*), count(DISTINCT partition_start), "
+                    "bool_and(checks_passed), min(partition_start), max(partition_start) "
+                    "FROM backfill.partition_evidence GROUP BY ALL ORDER BY ALL"
+                )
+                january, december = dt.datetime(2024, 1, 1), dt.datetime(2025, 12, 1)
+                last_day = dt.datetime.combine(first_days[1], dt.time())
+                assert conn.execute(evidence).fetchall() == [
+                    (DEMO_DAILY, "legacy", 93, 93, True, january, last_day),
+                    (DEMO_DAILY, "v2", 93, 93, True, january, last_day),
+                    (DEMO_PLAN, "legacy", 24, 24, True, january, december),
+                    (DEMO_PLAN, "v2", 24, 24, True, january, december),
+                ]
+                assert demo._left_to_build(conn, (plan,)) == []
+            pgdata = root / lakes.CATALOG_FOLDER
+            assert postgres_running(pgdata) is not None
+        assert postgres_running(pgdata) is None  # stopped with the block
+        assert lakes.from_env() is None  # and the environment as it was
+        assert not warehouse.exists()  # the lake, not the file
+    finally:
+        deadline = time.monotonic() + 30
+        while _postmasters(folder) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.e2e
+def test_ui_on_the_lake_opens_its_home_with_its_pool_and_stops_the_catalog_with_it() -> None:
+    """``backfill-assets ui --lake`` with no lake configured: the embedded catalog beside the
+    warehouse path runs as long as the UI does, the lake's Dagster home records a writer pool
+    of 4, and Ctrl-C stops ``dagster dev`` and the catalog (exit 130)."""
+    if UNAVAILABLE:
+        pytest.skip(f"no DuckLake here: {UNAVAILABLE}")
+    if NO_PGSERVER:
+        pytest.skip(f"no embedded PostgreSQL: {NO_PGSERVER}")
+    import signal
+    import urllib.request
+
+    from backfill_assets.example.dagster_dev import free_port
+
+    folder = Path(tempfile.mkdtemp(prefix="backfill-lake-ui-"))
+    home = folder / "dagster_home_lake"
+    pgdata = folder / "warehouse" / "lake" / lakes.CATALOG_FOLDER
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BACKFILL_", "DAGSTER_"))}
+    env.update(
+        {
+            "BACKFILL_WAREHOUSE": str(folder / "warehouse" / "warehouse.duckdb"),
+            "DAGSTER_HOME": str(home),
+        }
+    )
+    port = free_port()
+    command = [str(Path(sys.executable).parent / "backfill-assets"), "ui", "--lake"]
+    output = folder / "ui.log"
+    ui = None
+    try:
+        with open(output, "wb") as log:
+            ui = subprocess.Popen(
+                [*command, "--port", str(port)],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5):
+                    break
+            except OSError:
+                assert ui.poll() is None, output.read_text()[-3000:]
+                assert time.monotonic() < deadline, output.read_text()[-3000:]
+                time.sleep(1)
+        assert postgres_running(pgdata) is not None
+        assert _instance_pool_limit(home) == 4
+        ui.send_signal(signal.SIGINT)
+        assert ui.wait(timeout=90) == 130, output.read_text()[-3000:]
+        said = output.read_text()
+        assert "warehouse: DuckLake" in said and "on a DuckLake, 4 writer(s) at a time" in said
+        assert postgres_running(pgdata) is None
+    finally:
+        if ui is not None and ui.poll() is None:  # it stops its dagster dev on SIGINT
+            ui.send_signal(signal.SIGINT)
+            try:
+                ui.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(ui.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while _postmasters(folder) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _backfill_run_spans(home: Path) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+    """The backfill runs of the instance in ``home``: from launch (the run's RUN_STARTING
+    event: its worker process is being started and it holds its pool slot) to its end, and
+    from the start of its execution (RUN_START) to its end."""
+    import dagster as dg
+
+    lives, executions = [], []
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        for record in instance.get_run_records():
+            if not record.dagster_run.tags.get("dagster/backfill"):
+                continue
+            starting = instance.all_logs(
+                record.dagster_run.run_id, of_type=dg.DagsterEventType.RUN_STARTING
+            )
+            lives.append((starting[0].timestamp, record.end_time))
+            executions.append((record.start_time, record.end_time))
+    return lives, executions
+
+
+def _most_at_once(spans: list[tuple[float, float]]) -> int:
+    """The most spans holding one moment (a span holds [start, end))."""
+    return max((sum(1 for s, e in spans if s <= t < e) for t, _ in spans), default=0)

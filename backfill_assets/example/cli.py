@@ -28,8 +28,20 @@ def cmd_seed(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from backfill_assets.example.demo import run_demo
 
-    use_project_dagster_home()
-    return run_demo(orders_per_day=args.orders_per_day, seed=args.seed)
+    if not args.lake:
+        use_project_dagster_home()
+        return run_demo(orders_per_day=args.orders_per_day, seed=args.seed)
+    # The lake (configured, or embedded beside the warehouse file and stopped at the end) is
+    # in the environment before the Dagster home is chosen: the lake has a home of its own.
+    from backfill_assets import lake as lakes
+
+    try:
+        with lakes.lake_in_use(settings.lake_root()):
+            use_project_dagster_home()
+            return run_demo(orders_per_day=args.orders_per_day, seed=args.seed)
+    except lakes.LakeError as error:
+        print(f"backfill-assets demo --lake: {error}", file=sys.stderr)
+        return 1
 
 
 def cmd_arrive(args: argparse.Namespace) -> int:
@@ -65,6 +77,13 @@ def register_example_commands(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser("demo", help="seed, backfill both plans, check, promote, summarize")
     demo.add_argument("--orders-per-day", type=int, default=200)
     demo.add_argument("--seed", type=int, default=42)
+    demo.add_argument(
+        "--lake",
+        action="store_true",
+        help="on a DuckLake with a PostgreSQL catalog, several writers at once: the one "
+        "BACKFILL_LAKE_CATALOG names, else an embedded one beside the warehouse file "
+        "(needs the lake set: pip install -e '.[lake]' in a venv of its own)",
+    )
     demo.set_defaults(func=cmd_demo)
 
     arrive = sub.add_parser("arrive", help="append late rows for past days (demos, tests)")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from backfill_assets.instance import event_env
 from backfill_assets.processes import port_problem, start_group, stop_group
-from backfill_assets.settings import PROJECT_DIR, set_writer_pool_limit
+from backfill_assets.settings import PROJECT_DIR, set_writer_pool_limit, writer_pool_limit
 
 LOCATION = "backfill_assets"
 REPOSITORY = "__repository__"
@@ -86,6 +86,12 @@ class BackfillState:
     @property
     def all_runs_launched(self) -> bool:
         return self.requested >= self.targeted
+
+    @property
+    def runs_finished(self) -> bool:
+        """Every partition has a run and every run has finished: nothing more will be written,
+        though the daemon marks the backfill completed only on its next look (every 30 s)."""
+        return self.targeted > 0 and self.all_runs_launched and self.runs_done == len(self.runs)
 
 
 def partition_counts(data: dict) -> dict[str, int]:
@@ -155,6 +161,7 @@ class DagsterDev:
         self.log_file = log_file or self.dagster_home / "dagster_dev.log"
         self.startup_timeout = startup_timeout
         self.process: subprocess.Popen | None = None
+        self.writer_limit: int | None = None  # the writer pool's limit, recorded on start
 
     def __enter__(self) -> "DagsterDev":
         self.start()
@@ -167,7 +174,6 @@ class DagsterDev:
         if problem := port_problem("127.0.0.1", self.port):
             raise DagsterDevError(f"cannot start dagster dev: {problem}")
         self.dagster_home.mkdir(parents=True, exist_ok=True)
-        set_writer_pool_limit(self.dagster_home)
         env = {
             **os.environ,
             **event_env(),  # Dagster's event settings; before extra_env so a caller can override
@@ -175,6 +181,8 @@ class DagsterDev:
             "BACKFILL_WAREHOUSE": self.warehouse,
             **self.extra_env,
         }
+        # The limit of the warehouse dagster dev will run on: several writers on a lake.
+        self.writer_limit = set_writer_pool_limit(self.dagster_home, writer_pool_limit(env))
         command = [
             sys.executable, "-m", "dagster", "dev",
             "-w", str(self.workspace),
@@ -190,14 +198,17 @@ class DagsterDev:
             stdin=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                code = self.process.returncode
-                self.stop()  # its webserver, daemon or code server may still be running
-                raise DagsterDevError(f"dagster dev exited with {code}; see {self.log_file}")
-            if self._location_loaded():
-                return
-            time.sleep(1)
+        try:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    code = self.process.returncode
+                    raise DagsterDevError(f"dagster dev exited with {code}; see {self.log_file}")
+                if self._location_loaded():
+                    return
+                time.sleep(1)
+        except BaseException:  # Ctrl-C while it starts too: no server outlives this call
+            self.stop()  # its webserver, daemon or code server may still be running
+            raise
         self.stop()
         raise DagsterDevError(
             f"dagster dev not ready in {self.startup_timeout}s; see {self.log_file}"
@@ -289,15 +300,18 @@ class DagsterDev:
         backfill_id: str,
         timeout: float | None = 900,
         progress: Callable[[BackfillState], None] | None = None,
+        runs_only: bool = False,
     ) -> BackfillState:
         """Poll until the backfill and all its runs have finished (no deadline when ``timeout``
-        is None); ``progress`` is called with every state polled, the finished one included."""
+        is None); ``progress`` is called with every state polled, the finished one included.
+        ``runs_only``: return as soon as every run has finished (``runs_finished``), without
+        waiting for the daemon to mark the backfill completed."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             state = self.backfill(backfill_id)
             if progress is not None:
                 progress(state)
-            if state.finished:
+            if state.finished or (runs_only and state.runs_finished):
                 return state
             if deadline is not None and time.monotonic() > deadline:
                 raise DagsterDevError(
