@@ -904,7 +904,7 @@ DEMO_ORDERS_PER_DAY = 20
 def test_the_lake_demo_path_writes_in_parallel_and_publishes_what_the_gate_passed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The building blocks of ``demo --lake`` (a whole demo run takes 5-6 minutes here): with
+    """The building blocks of ``demo --lake`` (a whole demo run takes about 5 minutes here): with
     no lake configured, ``lake_in_use`` starts an embedded PostgreSQL catalog beside the
     warehouse path and puts the lake in the environment; the lake's Dagster home records a
     writer pool of 4; one backfill through ``dagster dev``, as the demo launches it (a monthly
