@@ -408,8 +408,10 @@ def lake_in_use(root: Path) -> Iterator[Lake]:
 
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
+    started = False
     try:
         with embedded_postgres(root / CATALOG_FOLDER) as server:
+            started = True
             url = with_database(server, EMBEDDED_DATABASE)
             create_database(server, EMBEDDED_DATABASE)
             where = lake(url, str(root / DATA_FOLDER))
@@ -425,7 +427,9 @@ def lake_in_use(root: Path) -> Iterator[Lake]:
                     else:
                         os.environ[name] = value
     except InstanceStorageError as error:
-        raise LakeError(f"cannot start the embedded lake catalog: {error}. {INSTALL}") from error
+        if started:  # the command's own (its Dagster instance's storage): not the catalog's
+            raise
+        raise LakeError(f"cannot start the embedded lake catalog: {error}") from error
 
 
 # ---------------------------------------------------------------------------------------------

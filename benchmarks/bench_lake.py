@@ -1,7 +1,7 @@
 """Benchmark: writers on a DuckLake against the DuckDB file, through the real daemon.
 
     .venv-lake/bin/python benchmarks/bench_lake.py            # two years, 2,000 orders a day
-    .venv-lake/bin/python benchmarks/bench_lake.py --quick    # 62 days, 3 months, 200 a day
+    .venv-lake/bin/python benchmarks/bench_lake.py --quick    # 62 days, 200 a day, file vs 4
     .venv-lake/bin/python benchmarks/bench_lake.py --out table.md   # also write Markdown
 
 Runs in the lake venv (DuckDB 1.5.5 and its extensions, see lake.py). Each configuration gets
@@ -14,15 +14,18 @@ window-check and promotion jobs together. Configurations, in one run:
 
 - the DuckDB file, 1 writer (its only setting: one writing process per file);
 - a DuckLake with a PostgreSQL catalog (one embedded PostgreSQL 16 for the run, a database per
-  configuration) and Parquet files on local disk, with 1, 2 and 4 writers.
+  configuration) and Parquet files on local disk, with 1, 2 and 4 writers, and 4 again with
+  the run queue launching runs from several threads (``--writers`` chooses; ``--quick`` runs
+  the file and 4 writers on the partitions of the first 62 days, for CI).
 
 Through the real daemon, not simulated run processes: that is the path whose scaling matters
 (process start, code load and Dagster's event writes are most of a run's time at this size),
-and it fits: about 5 minutes per configuration at full size. Machines here have 2 shared
+and it fits: about 8 minutes per configuration at full size. Machines here have 2 shared
 cores, so several writers compete for the same cores; the table therefore also reports
-per-run figures (mean run time, runs per minute per writer, commits retried) from which the
-scaling on run workers with their own cores is estimated: ``ceil(runs / writers)`` rounds of
-the mean run time measured with one writer on the lake, plus the daemon's fixed wait. The
+per-run figures (start-up and execution time, runs at once, runs per minute per writer,
+commits retried) from which the scaling on run workers with their own cores is estimated:
+``ceil(runs / writers)`` rounds of the mean run (start-up + execution) measured with one
+writer on the lake, plus the daemon's fixed wait. The
 commits themselves are the part writers share (the catalog); retried commits say how often
 they got in each other's way.
 
