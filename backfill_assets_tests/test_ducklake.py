@@ -966,7 +966,7 @@ def test_the_lake_demo_path_writes_in_parallel_and_publishes_what_the_gate_passe
                 assert [r["status"] for r in state.runs] == ["SUCCESS"] * expected_runs
                 jobs = [
                     (f"window_checks_{plan.name}_job", None),
-                    (f"promote_{plan.name}_job", demo._promotion_config(plan)),
+                    (f"promote_{plan.name}_job", demo.promotion_config(plan)),
                 ]
                 assert demo._run_jobs(dev, jobs)
             assert _instance_pool_limit(home) == 4

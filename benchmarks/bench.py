@@ -33,6 +33,7 @@ import yaml
 from backfill_assets.build import STAGE, build_window
 from backfill_assets.catalog import SHIPPED_DEFS, load_catalog
 from backfill_assets.example.dagster_dev import DagsterDev
+from backfill_assets.example.demo import approver, promotion_config
 from backfill_assets.example.generator import generate
 from backfill_assets.example.late_rows import append_late_rows
 from backfill_assets.instance import event_env, instance_storage
@@ -395,7 +396,7 @@ def _backfill_and_jobs(
             launched = [(f"window_checks_{p.name}_job", None) for p in plans] + [
                 (
                     f"promote_{p.name}_job",
-                    {"ops": {f"promote_{p.name}": {"config": _promotion(p)}}},
+                    promotion_config(p, "benchmark"),
                 )
                 for p in plans
             ]
@@ -405,14 +406,6 @@ def _backfill_and_jobs(
             figures["promotions"] = outcomes[len(plans) :]
         figures["total_s"] = time.perf_counter() - started
         _run_timings(dev, state, figures, launched_at)
-
-
-def _promotion(plan: Plan) -> dict:
-    return {
-        "version": plan.spec.candidate,
-        "approved_by": plan.spec.approvers[0] if plan.spec.risk == "high" else "",
-        "note": "benchmark",
-    }
 
 
 def _run_timings(dev: DagsterDev, state, figures: dict, launched_at: float) -> None:
@@ -692,10 +685,7 @@ def main() -> int:
         # A promotion's gate evaluated from scratch. Through Dagster (and in process alike) the
         # promotion right after the window-check job reuses that job's verdict, so the gate is
         # not part of the in-process time the end to end is compared with; reported for scale.
-        gates = sum(
-            timed(evaluate_gate, conn, p, p.spec.candidate, _promotion(p)["approved_by"])[0]
-            for p in plans
-        )
+        gates = sum(timed(evaluate_gate, conn, p, p.spec.candidate, approver(p))[0] for p in plans)
         rows.append(
             (
                 "promotion gates from scratch, both plans (in process)",

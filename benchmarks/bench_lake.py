@@ -55,6 +55,7 @@ from backfill_assets import settings
 from backfill_assets.catalog import SHIPPED_DEFS, load_catalog
 from backfill_assets.component.models import partition_key
 from backfill_assets.example.dagster_dev import DagsterDev
+from backfill_assets.example.demo import promotion_config
 from backfill_assets.example.generator import generate
 from backfill_assets.instance import embedded_postgres, instance_storage, sqlite_config
 from backfill_assets.plan import Plan
@@ -207,7 +208,7 @@ def _through_dagster(config: Config, windows, jobs: bool) -> dict:
             if jobs:
                 started = time.perf_counter()
                 names = [(f"window_checks_{p.name}_job", None) for p in plans] + [
-                    (f"promote_{p.name}_job", _promotion(p)) for p in plans
+                    (f"promote_{p.name}_job", promotion_config(p, "benchmark")) for p in plans
                 ]
                 launched_jobs = [dev.launch_job(name, conf) for name, conf in names]
                 statuses = [dev.wait_run(run) for run in launched_jobs]
@@ -223,15 +224,6 @@ def _through_dagster(config: Config, windows, jobs: bool) -> dict:
     figures["executing"] = _most_at_once([(start, end) for _, start, end in runs])
     figures["retries"] = _retries(home)
     return figures
-
-
-def _promotion(plan: Plan) -> dict:
-    config = {
-        "version": plan.spec.candidate,
-        "approved_by": plan.spec.approvers[0] if plan.spec.risk == "high" else "",
-        "note": "benchmark",
-    }
-    return {"ops": {f"promote_{plan.name}": {"config": config}}}
 
 
 def _read_table(published: bool) -> str:

@@ -159,13 +159,18 @@ def _left_to_build(conn: duckdb.DuckDBPyConnection, plans: tuple[Plan, ...]) -> 
     return [p for p in plans if any(w.to_build for w in preflight(conn, p).work)]
 
 
-def _promotion_config(plan: Plan) -> dict:
-    """Promote the candidate; a high-risk plan records an approval from a plan approver."""
-    config = {
-        "version": plan.spec.candidate,
-        "approved_by": plan.spec.approvers[0] if plan.spec.risk == "high" else "",
-        "note": "demo: backfilled, checked and reconciled end to end",
-    }
+def approver(plan: Plan) -> str:
+    """Who signs off an unattended promotion: a plan approver where the plan is ``risk:
+    high``, nobody otherwise."""
+    return plan.spec.approvers[0] if plan.spec.risk == "high" else ""
+
+
+def promotion_config(
+    plan: Plan, note: str = "demo: backfilled, checked and reconciled end to end"
+) -> dict:
+    """The run config of ``promote_<plan>_job`` promoting the candidate, approved by
+    ``approver`` (the demo's, the benchmarks' and the lake tests' promotions)."""
+    config = {"version": plan.spec.candidate, "approved_by": approver(plan), "note": note}
     return {"ops": {f"promote_{plan.name}": {"config": config}}}
 
 
@@ -187,8 +192,7 @@ def _report(conn: duckdb.DuckDBPyConnection, plan: Plan) -> None:
         print(f"\n  {plan.name}: cutover summary\n  {summaries[-1]}\n")
         say(summaries[-1].read_text(), "    ", hang="")  # paragraphs stay flush
     else:
-        approver = _promotion_config(plan)["ops"][f"promote_{plan.name}"]["config"]["approved_by"]
-        gate = evaluate_gate(conn, plan, plan.spec.candidate, approver)
+        gate = evaluate_gate(conn, plan, plan.spec.candidate, approver(plan))
         print()
         say(gate.report(), "    ")
 
@@ -241,7 +245,7 @@ def run_demo(orders_per_day: int = 200, seed: int = 42) -> int:
                         "already published"
                     )
                 else:
-                    jobs.append((f"promote_{plan.name}_job", _promotion_config(plan)))
+                    jobs.append((f"promote_{plan.name}_job", promotion_config(plan)))
             ok &= _run_jobs(dev, jobs)
             print("      stopping dagster dev")
     except InstanceStorageError as error:
