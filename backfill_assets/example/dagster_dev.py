@@ -8,6 +8,7 @@ then SIGKILL after a grace period, so no process outlives the context (``process
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backfill_assets.instance import event_env
-from backfill_assets.processes import port_problem, start_group, stop_group
+from backfill_assets.processes import port_problem, signal_group, start_group, stop_group
 from backfill_assets.settings import PROJECT_DIR, set_writer_pool_limit, writer_pool_limit
 
 LOCATION = "backfill_assets"
@@ -138,6 +139,13 @@ class DagsterDev:
 
     ``workspace`` (default: this project's) and ``location`` choose the code location, so the
     same harness drives a team's own project; ``env`` adds environment variables.
+
+    ``daemon_after_launch``: start the webserver alone (``dagster-webserver``) and the daemon
+    (``dagster-daemon run``) right after the first backfill or run is submitted, instead of
+    both together with ``dagster dev``. The backfill daemon looks for new backfills once at its
+    start and then every 30 s (fixed in Dagster 1.13): started after the submission, its first
+    look finds the backfill, where ``dagster dev``'s has come and gone (a 30 s wait in the demo).
+    Each of the two processes then loads the code location in its own code server.
     """
 
     def __init__(
@@ -150,8 +158,10 @@ class DagsterDev:
         workspace: Path | None = None,
         env: dict[str, str] | None = None,
         location: str = LOCATION,
+        daemon_after_launch: bool = False,
     ) -> None:
         self.location = location
+        self.daemon_after_launch = daemon_after_launch
         self.workspace = Path(workspace or PROJECT_DIR / "workspace.yaml").resolve()
         self.extra_env = env or {}
         self.dagster_home = Path(dagster_home)
@@ -160,7 +170,8 @@ class DagsterDev:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_file = log_file or self.dagster_home / "dagster_dev.log"
         self.startup_timeout = startup_timeout
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen | None = None  # dagster dev, or the webserver alone
+        self.daemon: subprocess.Popen | None = None  # the daemon when started on its own
         self.writer_limit: int | None = None  # the writer pool's limit, recorded on start
 
     def __enter__(self) -> "DagsterDev":
@@ -174,7 +185,7 @@ class DagsterDev:
         if problem := port_problem("127.0.0.1", self.port):
             raise DagsterDevError(f"cannot start dagster dev: {problem}")
         self.dagster_home.mkdir(parents=True, exist_ok=True)
-        env = {
+        self._env = env = {
             **os.environ,
             **event_env(),  # Dagster's event settings; before extra_env so a caller can override
             "DAGSTER_HOME": str(self.dagster_home.resolve()),
@@ -183,20 +194,14 @@ class DagsterDev:
         }
         # The limit of the warehouse dagster dev will run on: several writers on a lake.
         self.writer_limit = set_writer_pool_limit(self.dagster_home, writer_pool_limit(env))
+        server = ["dagster_webserver"] if self.daemon_after_launch else ["dagster", "dev"]
         command = [
-            sys.executable, "-m", "dagster", "dev",
+            sys.executable, "-m", *server,
             "-w", str(self.workspace),
             "-h", "127.0.0.1", "-p", str(self.port),
         ]  # fmt: skip
         self._log = open(self.log_file, "ab")  # noqa: SIM115 - closed in stop()
-        self.process = start_group(
-            command,
-            cwd=self.workspace.parent,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
+        self.process = self._start(command)
         deadline = time.monotonic() + self.startup_timeout
         try:
             while time.monotonic() < deadline:
@@ -205,7 +210,7 @@ class DagsterDev:
                     raise DagsterDevError(f"dagster dev exited with {code}; see {self.log_file}")
                 if self._location_loaded():
                     return
-                time.sleep(1)
+                time.sleep(0.25)
         except BaseException:  # Ctrl-C while it starts too: no server outlives this call
             self.stop()  # its webserver, daemon or code server may still be running
             raise
@@ -213,6 +218,23 @@ class DagsterDev:
         raise DagsterDevError(
             f"dagster dev not ready in {self.startup_timeout}s; see {self.log_file}"
         )
+
+    def _start(self, command: list[str]) -> subprocess.Popen:
+        return start_group(
+            command,
+            cwd=self.workspace.parent,
+            env=self._env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def _submitted(self) -> None:
+        """A backfill or run was just submitted: start the daemon if it waited for that."""
+        if self.daemon_after_launch and self.daemon is None and self.process is not None:
+            self.daemon = self._start(
+                [sys.executable, "-m", "dagster._daemon", "run", "-w", str(self.workspace)]
+            )
 
     def _location_loaded(self) -> bool:
         try:
@@ -235,7 +257,12 @@ class DagsterDev:
         what is left after ``grace`` s."""
         if self.process is None:
             return
+        if self.daemon is not None:  # first, so that it launches nothing more; both stop at once
+            signal_group(self.daemon.pid, signal.SIGINT)
         stop_group(self.process, grace=grace)
+        if self.daemon is not None:
+            stop_group(self.daemon, grace=grace)
+            self.daemon = None
         self._log.close()
         self.process = None
 
@@ -287,6 +314,7 @@ class DagsterDev:
         )["launchPartitionBackfill"]
         if data["__typename"] != "LaunchBackfillSuccess":
             raise DagsterDevError(f"backfill not launched: {data}")
+        self._submitted()
         return data["backfillId"]
 
     def backfill(self, backfill_id: str) -> BackfillState:
@@ -347,6 +375,7 @@ class DagsterDev:
         )["reexecutePartitionBackfill"]
         if data["__typename"] != "LaunchBackfillSuccess":
             raise DagsterDevError(f"backfill {backfill_id} not re-executed: {data}")
+        self._submitted()
         return data["backfillId"]
 
     def launch_job(self, job_name: str, run_config: dict | None = None) -> str:
@@ -374,6 +403,7 @@ class DagsterDev:
         )["launchRun"]
         if data["__typename"] != "LaunchRunSuccess":
             raise DagsterDevError(f"{job_name} not launched: {data}")
+        self._submitted()
         return data["run"]["id"]
 
     def run_status(self, run_id: str) -> str:

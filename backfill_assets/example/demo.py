@@ -4,13 +4,14 @@ catalog beside the warehouse file, with its own Dagster home and several writers
 
 1. seed two years of raw orders, refunds and customers (the same rows for the same seed, so a
    second run finds every partition current and rebuilds and publishes nothing);
-2. start ``dagster dev`` (webserver + daemon) on the project's Dagster home and launch ONE
-   partition backfill of legacy and v2 of every plan over its window, exactly as the UI does;
-   the daemon splits it into runs of ``chunk`` partitions, one writer at a time on the DuckDB
-   file (``settings.writer_pool_limit``: several on a lake);
+2. start the Dagster webserver on the project's Dagster home and launch ONE partition backfill
+   of legacy and v2 of every plan over its window, exactly as the UI does, then the daemon
+   (``DagsterDev(daemon_after_launch=True)``: its first look finds the backfill, with no wait
+   for its 30 s loop); the daemon splits the backfill into runs of ``chunk`` partitions, one
+   writer at a time on the DuckDB file (``settings.writer_pool_limit``: several on a lake);
 3. run every plan's window-check job, then its promotion job for the candidate (with an
    approval from a plan approver where the plan is ``risk: high``);
-4. stop ``dagster dev`` (the warehouse is read only once no run can be writing), print the
+4. stop the webserver and daemon (the warehouse is read only once no run can be writing), print the
    window checks, write the reconciliation reports, print the cutover summaries and the status,
    and say how to open the UI, where the backfill, runs, checks and promotions are visible.
 """
@@ -219,12 +220,14 @@ def run_demo(orders_per_day: int = 200, seed: int = 42) -> int:
         to_build = _left_to_build(conn, plans)
         published = [p for p in plans if published_version(conn, p) == p.spec.candidate]
 
-    print("\n[2/4] starting dagster dev (webserver + daemon) on 127.0.0.1")
+    print("\n[2/4] starting the Dagster webserver on 127.0.0.1; the daemon starts at the launch")
     ok = True
     try:
         with (
             instance_storage(home) as storage,
-            DagsterDev(storage.home, settings.warehouse_path(), env=storage.env) as dev,
+            DagsterDev(
+                storage.home, settings.warehouse_path(), env=storage.env, daemon_after_launch=True
+            ) as dev,
         ):
             if to_build:
                 print(f"      {dev.url} is up; backfilling as the UI does (Assets → Materialize)")
@@ -247,7 +250,7 @@ def run_demo(orders_per_day: int = 200, seed: int = 42) -> int:
                 else:
                     jobs.append((f"promote_{plan.name}_job", promotion_config(plan)))
             ok &= _run_jobs(dev, jobs)
-            print("      stopping dagster dev")
+            print("      stopping the webserver and daemon")
     except InstanceStorageError as error:
         print(f"      {error}")
         return 1
