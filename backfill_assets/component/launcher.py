@@ -36,7 +36,6 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Mapping
 from multiprocessing import forkserver
 from pathlib import Path
 
@@ -96,10 +95,6 @@ def _forkserver() -> multiprocessing.context.BaseContext:
 
 class WarmRunLauncher(DefaultRunLauncher):
     """Dagster's default run launcher, with runs started from a warm forkserver."""
-
-    @classmethod
-    def from_config_value(cls, inst_data, config_value: Mapping[str, object]):
-        return cls(inst_data=inst_data)
 
     def launch_run(self, context: LaunchRunContext) -> None:
         run = context.dagster_run
