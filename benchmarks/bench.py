@@ -194,10 +194,23 @@ def _vm_hwm_mb(pid: int) -> float:
     return 0.0
 
 
+FORKSERVER = b"multiprocessing.forkserver"
+
+
+def _parent_cmdline(entry: Path) -> bytes:
+    try:
+        status = (entry / "status").read_text()
+        parent = next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:"))
+        return Path(f"/proc/{parent}/cmdline").read_bytes()
+    except (OSError, StopIteration):
+        return b""
+
+
 def _dagster_peak_rss(dagster_home: Path, peaks: dict[int, tuple[str, float]]) -> None:
     """Record VmHWM of the processes of this Dagster home that do the work, which come and go:
-    run workers (the code server starts each run in a ``multiprocessing`` child) and the code
-    server itself, which evaluates the sensors."""
+    run workers (Dagster's launcher: a ``multiprocessing`` child of the code server; the shipped
+    ``WarmRunLauncher``: a child of its forkserver, which has the same command line) and the
+    code server itself, which evaluates the sensors."""
     marker = f"DAGSTER_HOME={dagster_home.resolve()}".encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -209,7 +222,9 @@ def _dagster_peak_rss(dagster_home: Path, peaks: dict[int, tuple[str, float]]) -
             continue
         if marker not in environ:
             continue
-        if b"spawn_main" in cmdline:
+        if b"spawn_main" in cmdline or (
+            FORKSERVER in cmdline and FORKSERVER in _parent_cmdline(entry)
+        ):
             kind = "run"
         elif b"api grpc" in cmdline:
             kind = "code server"
