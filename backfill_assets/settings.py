@@ -27,6 +27,8 @@ server and every run worker it launches inherit the same environment), never at 
 """
 
 import os
+import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -137,20 +139,13 @@ def set_writer_pool_limit(home: Path, limit: int | None = None) -> int:
             f"lake (its home is {SHIPPED_DAGSTER_HOME / 'lake'}) or point it at a home of the "
             "lake's own"
         )
-    from dagster import DagsterInstance  # here: settings are read by processes without Dagster
-
-    # What `dagster instance concurrency set` does, without a new Python process (2 s): the
-    # shipped dagster.yaml names its folders by DAGSTER_HOME, so that is the home while it opens.
-    before = os.environ.get("DAGSTER_HOME")
-    os.environ["DAGSTER_HOME"] = str(resolved)
-    try:
-        with DagsterInstance.get() as instance:
-            instance.event_log_storage.set_concurrency_slots(WRITER_POOL, limit)
-    finally:
-        if before is None:
-            del os.environ["DAGSTER_HOME"]
-        else:
-            os.environ["DAGSTER_HOME"] = before
+    command = ["dagster", "instance", "concurrency", "set", WRITER_POOL, str(limit)]
+    subprocess.run(
+        [sys.executable, "-m", *command],
+        env={**os.environ, "DAGSTER_HOME": str(resolved)},
+        check=True,
+        capture_output=True,
+    )
     return limit
 
 
