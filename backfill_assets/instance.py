@@ -65,6 +65,7 @@ from urllib.parse import quote
 import yaml
 
 from backfill_assets import settings
+from backfill_assets.processes import alive
 
 # Events per store_event_batch call: a ranged run's materializations of one asset come as one
 # batch (a chunk of 31 days = 31 events), its planned events of every asset as another.
@@ -258,22 +259,7 @@ def postgres_running(pgdata: Path) -> int | None:
         pid = int(pidfile.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
-    return pid if _alive(pid) else None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (exited, not yet reaped by its parent) no longer serves anything.
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state != "Z"
+    return pid if alive(pid) else None
 
 
 def _forget_dead_handles(pgdata: Path) -> None:
@@ -284,9 +270,9 @@ def _forget_dead_handles(pgdata: Path) -> None:
         pids = yaml.safe_load(handles.read_text()) or []
     except yaml.YAMLError:
         pids = []
-    alive = [pid for pid in pids if isinstance(pid, int) and _alive(pid)]
-    if alive != pids:
-        handles.write_text(str(alive))
+    living = [pid for pid in pids if isinstance(pid, int) and alive(pid)]
+    if living != pids:
+        handles.write_text(str(living))
 
 
 def _wait_stopped(pid: int | None, pgdata: Path, timeout: float = 30) -> None:
@@ -296,10 +282,10 @@ def _wait_stopped(pid: int | None, pgdata: Path, timeout: float = 30) -> None:
         return
     handles = pgdata / ".handle_pids.json"
     others = yaml.safe_load(handles.read_text()) if handles.exists() else []
-    if any(_alive(p) for p in others or [] if p != os.getpid()):
+    if any(alive(p) for p in others or [] if p != os.getpid()):
         return
     deadline = time.monotonic() + timeout
-    while _alive(pid):
+    while alive(pid):
         if time.monotonic() > deadline:
             os.kill(pid, signal.SIGKILL)
             return

@@ -27,6 +27,22 @@ def _restore_default_signals() -> None:
         signal.signal(signum, signal.SIG_DFL)
 
 
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, exited and not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped by its parent) no longer serves anything.
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
+
+
 def start_group(command: list[str], **popen_kwargs) -> subprocess.Popen:
     """Start ``command`` as the leader of a new session and process group."""
     return subprocess.Popen(

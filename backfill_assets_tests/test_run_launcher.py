@@ -17,6 +17,7 @@ from dagster._core.launcher.base import LaunchRunContext
 from backfill_assets.component import launcher
 from backfill_assets.example.dagster_dev import DagsterDev
 from backfill_assets.instance import sqlite_config, write_instance_yaml
+from backfill_assets.processes import alive
 
 LOCATION = "team_jobs"
 
@@ -89,15 +90,6 @@ def _wait_status(dev: DagsterDev, run_id: str, wanted: set[str], timeout: float 
     return status
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    status = Path(f"/proc/{pid}/stat")
-    return not (status.exists() and status.read_text().split(") ")[-1].startswith("Z"))
-
-
 def test_runs_start_in_forked_workers_and_terminate_stops_them(tmp_path: Path) -> None:
     workspace, home = _project(tmp_path)
     with DagsterDev(
@@ -117,7 +109,7 @@ def test_runs_start_in_forked_workers_and_terminate_stops_them(tmp_path: Path) -
         slow = dev.launch_job("slow")
         _wait_status(dev, slow, {"STARTED"})
         worker = int({t["key"]: t["value"] for t in _run(dev, slow)["tags"]}[launcher.PID_TAG])
-        assert _alive(worker)
+        assert alive(worker)
         result = dev.graphql(
             "mutation T($id: String!) { terminateRun(runId: $id) { __typename } }", {"id": slow}
         )["terminateRun"]
@@ -126,7 +118,7 @@ def test_runs_start_in_forked_workers_and_terminate_stops_them(tmp_path: Path) -
         assert _wait_status(dev, slow, {"CANCELED", "FAILURE", "SUCCESS"}, 60) == "CANCELED"
         assert time.monotonic() - started < 30  # not the minute the op would have taken
         deadline = time.monotonic() + 30
-        while _alive(worker):
+        while alive(worker):
             assert time.monotonic() < deadline, f"worker {worker} still running"
             time.sleep(0.2)
 

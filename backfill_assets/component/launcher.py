@@ -85,9 +85,9 @@ def _forkserver() -> multiprocessing.context.BaseContext:
     context = multiprocessing.get_context("forkserver")
     with _forkserver_lock:
         newest = framework_source_time()
-        if _preloaded_source is not None and newest != _preloaded_source:
-            forkserver._forkserver._stop()  # the next start imports the edited modules
-        if _preloaded_source != newest:
+        if newest != _preloaded_source:
+            if _preloaded_source is not None:
+                forkserver._forkserver._stop()  # the next start imports the edited modules
             context.set_forkserver_preload(PRELOAD)
             _preloaded_source = newest
     return context
