@@ -11,8 +11,9 @@ field and the fix.
 
 import datetime as dt
 import json
+import os
 import re
-from contextlib import closing
+import threading
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -820,13 +821,12 @@ def _validate_semantics(
                 )
 
     texts: dict[str, str] = {}
-    with closing(sql_sandbox()) as parser:
-        for field, relative in sql_files(spec).items():
-            texts[field], problem = read_query(folder / relative, parser)
-            if not problem and field.startswith("downstream["):
-                problem = consumer_reads_problem(spec.name, texts[field], parser)
-            if problem:
-                problems.append((field, problem))
+    for field, relative in sql_files(spec).items():
+        texts[field], problem = read_query(folder / relative)
+        if not problem and field.startswith("downstream["):
+            problem = consumer_reads_problem(spec.name, texts[field])
+        if problem:
+            problems.append((field, problem))
     if problems:
         return problems
 
@@ -965,7 +965,7 @@ def _consumer_problems(
         if c.sql
         and all(
             schema != "analytics" or (schema, table.casefold()) == own
-            for schema, table in tables_read(texts[_consumer_field(c)], conn)[0]
+            for schema, table in tables_read(texts[_consumer_field(c)])[0]
         )
     ]
     if not consumers:
@@ -1083,18 +1083,30 @@ def sql_sandbox() -> duckdb.DuckDBPyConnection:
     return duckdb.connect(config={"enable_external_access": False})
 
 
+# One parsing sandbox per process and thread (opening one takes ~16 ms; a code location's
+# load parses a few dozen SQL files). Parsing binds nothing, so it keeps no state between uses.
+_parsers: dict[tuple[int, int], duckdb.DuckDBPyConnection] = {}
+
+
+def syntax_tree(text: str) -> dict[str, Any]:
+    """DuckDB's syntax tree of ``text`` (``json_serialize_sql``), parsed in a sandbox."""
+    key = (os.getpid(), threading.get_ident())  # a forked child opens its own
+    if key not in _parsers:
+        _parsers[key] = sql_sandbox()
+    return json.loads(_parsers[key].execute("SELECT json_serialize_sql(?)", [text]).fetchone()[0])
+
+
 # The syntax-tree node of a statement that changes data. DuckDB's statement type of
 # ``WITH gone AS (DELETE ... RETURNING *) SELECT * FROM gone`` is SELECT; its tree holds a
 # DELETE_QUERY_NODE (so do INSERT, UPDATE and MERGE_INTO).
 _CHANGES_DATA = re.compile(r"(?P<kind>[A-Z_]+)_QUERY_NODE")
 
 
-def sql_problem(text: str, parser: duckdb.DuckDBPyConnection | None = None) -> str | None:
+def sql_problem(text: str) -> str | None:
     """Why ``text`` is not exactly one read-only query, by DuckDB's own parser; None if it is.
 
     The file's own text is checked, not the statements the project wraps it in (``SELECT * FROM
     (<sql>)``): a text that closes the parenthesis to run statements of its own is not one query.
-    ``parser``: a ``sql_sandbox()`` connection to reuse (one is opened otherwise).
     """
     try:
         kinds = [statement.type.name for statement in duckdb.extract_statements(text)]
@@ -1106,8 +1118,7 @@ def sql_problem(text: str, parser: duckdb.DuckDBPyConnection | None = None) -> s
     if kinds[0] != "SELECT":
         kind = kinds[0].replace("_", " ")
         return f"it is {'an' if kind[0] in 'AEIOU' else 'a'} {kind} statement"
-    with closing(parser.cursor() if parser else sql_sandbox()) as conn:
-        tree = json.loads(conn.execute("SELECT json_serialize_sql(?)", [text]).fetchone()[0])
+    tree = syntax_tree(text)
     if tree.get("error"):
         return f"DuckDB cannot read it as a query ({tree.get('error_message')})"
     reached = lakes.reach_problems(tree)
@@ -1137,13 +1148,10 @@ _HIDDEN_READS = ("query", "query_table")
 _INTERNAL = tuple(schema for schema in SCHEMAS if schema != "analytics")
 
 
-def tables_read(
-    text: str, parser: duckdb.DuckDBPyConnection | None = None
-) -> tuple[set[tuple[str, str]], set[str]]:
+def tables_read(text: str) -> tuple[set[tuple[str, str]], set[str]]:
     """The ``(schema, table)`` names a query reads (schema casefolded, "" when unqualified, as
     well as CTE names) and the table functions it calls that hide what they read."""
-    with closing(parser.cursor() if parser else sql_sandbox()) as conn:
-        tree = json.loads(conn.execute("SELECT json_serialize_sql(?)", [text]).fetchone()[0])
+    tree = syntax_tree(text)
     read: set[tuple[str, str]] = set()
     hidden: set[str] = set()
     nodes: list[Any] = [tree]
@@ -1162,9 +1170,7 @@ def tables_read(
     return read, hidden
 
 
-def consumer_reads_problem(
-    name: str, text: str, parser: duckdb.DuckDBPyConnection | None = None
-) -> str | None:
+def consumer_reads_problem(name: str, text: str) -> str | None:
     """Why a consumer's query (already one read-only query, ``sql_problem``) may not run as a
     consumer of ``analytics.<name>``; None when it may.
 
@@ -1174,7 +1180,7 @@ def consumer_reads_problem(
     own plan's view is checked when it runs (``Plan.consumer_sql``): a plan folder copied under
     another name must still load.
     """
-    read, hidden = tables_read(text, parser)
+    read, hidden = tables_read(text)
     if hidden:
         return f"it reads through {sorted(hidden)}, which hide the table read; name the table"
     internal = sorted(f"{schema}.{table}" for schema, table in read if schema in _INTERNAL)
@@ -1186,9 +1192,7 @@ def consumer_reads_problem(
     return None
 
 
-def read_query(
-    path: Path, parser: duckdb.DuckDBPyConnection | None = None
-) -> tuple[str, str | None]:
+def read_query(path: Path) -> tuple[str, str | None]:
     """A plan SQL file's query, ready to be wrapped as ``(<sql>)``, and why it cannot be used
     (None when it can).
 
@@ -1200,7 +1204,7 @@ def read_query(
     except (OSError, UnicodeDecodeError) as error:
         reason = getattr(error, "strerror", None) or error
         return "", f"cannot read {path} as UTF-8 text: {reason}"
-    problem = sql_problem(text, parser)
+    problem = sql_problem(text)
     if problem:
         return "", f"{path} {NOT_ONE_QUERY}: {problem}"
     tokens = [t for t in duckdb.tokenize(text) if t[1] != duckdb.token_type.comment]

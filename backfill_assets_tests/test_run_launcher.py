@@ -52,8 +52,34 @@ defs = dg.Definitions(jobs=[quick, slow])
 """
 
 
-def _project(tmp_path: Path) -> tuple[Path, Path]:
-    (tmp_path / "jobs.py").write_text(JOBS)
+# Assets whose definitions note each load, by process.
+ASSETS = """\
+import os
+from pathlib import Path
+
+import dagster as dg
+
+
+@dg.asset
+def first():
+    return 1
+
+
+@dg.asset
+def second():
+    return 2
+
+
+@dg.definitions
+def defs():
+    with (Path(__file__).parent / "loads.txt").open("a") as file:
+        file.write(f"{os.getpid()}\\n")
+    return dg.Definitions(assets=[first, second])
+"""
+
+
+def _project(tmp_path: Path, code: str = JOBS) -> tuple[Path, Path]:
+    (tmp_path / "jobs.py").write_text(code)
     workspace = tmp_path / "workspace.yaml"
     workspace.write_text(
         "load_from:\n"
@@ -125,6 +151,44 @@ def test_runs_start_in_forked_workers_and_terminate_stops_them(tmp_path: Path) -
         # The next run starts as before.
         again = dev.launch_job("quick")
         assert dev.wait_run(again, timeout=120) == "SUCCESS"
+
+
+def test_a_run_of_selected_assets_loads_the_code_location_once(tmp_path: Path) -> None:
+    """Dagster 1.13 loads a run's code location twice when the run materializes a selection of
+    assets, as every backfill run does; the forked worker loads it once (~0.6 s a run for the
+    shipped plans)."""
+    workspace, home = _project(tmp_path, ASSETS)
+    with DagsterDev(
+        home, str(tmp_path / "warehouse.duckdb"), workspace=workspace, location=LOCATION
+    ) as dev:
+        launched = dev.graphql(
+            """
+            mutation Run($params: ExecutionParams!) {
+              launchRun(executionParams: $params) {
+                __typename
+                ... on LaunchRunSuccess { run { id } }
+                ... on PythonError { message }
+              }
+            }
+            """,
+            {
+                "params": {
+                    "selector": {
+                        "repositoryLocationName": LOCATION,
+                        "repositoryName": "__repository__",
+                        "jobName": "__ASSET_JOB",
+                        "assetSelection": [{"path": ["first"]}],
+                    },
+                }
+            },
+        )["launchRun"]
+        assert launched["__typename"] == "LaunchRunSuccess", launched
+        run_id = launched["run"]["id"]
+        assert dev.wait_run(run_id, timeout=120) == "SUCCESS"
+        tags = {t["key"]: t["value"] for t in _run(dev, run_id)["tags"]}
+    worker = tags[launcher.PID_TAG]
+    loads = (tmp_path / "loads.txt").read_text().split()
+    assert loads.count(worker) == 1, loads
 
 
 def test_a_worker_that_does_not_answer_fails_the_launch_and_runs_nothing(

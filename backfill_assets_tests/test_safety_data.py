@@ -14,6 +14,7 @@ values come from SQL written here over the raw rows, or from the bytes of the fi
 """
 
 import datetime as dt
+import os
 import random
 import subprocess
 import sys
@@ -23,12 +24,19 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from dagster_duckdb import DuckDBResource
 
-from backfill_assets import cli
+from backfill_assets import cli, warehouse
 from backfill_assets.build import build_window
+from backfill_assets.component.resources import session
 from backfill_assets.example.generator import generate
 from backfill_assets.reconcile import reconcile
-from backfill_assets.warehouse import connect_waiting, open_read_only
+from backfill_assets.warehouse import (
+    WarehouseDamagedError,
+    connect_waiting,
+    mark_sound,
+    open_read_only,
+)
 from backfill_assets_tests.helpers import plan_named
 
 pytestmark = pytest.mark.reliability
@@ -296,6 +304,66 @@ def test_a_run_writes_as_before_into_a_sound_warehouse(built_bytes, tmp_path):
         conn.close()
     with open_read_only(str(path)) as conn:
         assert conn.execute("SELECT x FROM main.probe").fetchone() == (1,)
+
+
+def test_a_writer_reads_the_file_through_again_once_anything_else_wrote_it(
+    built_bytes, tmp_path, monkeypatch
+):
+    """A run's writer skips the read-through of a file nothing has written since a sound
+    session closed it; after a session that failed, or a write by anyone else, it reads the
+    file through again."""
+    path = tmp_path / "w.duckdb"
+    path.write_bytes(built_bytes[0])
+    reads: list[str] = []
+    read_through = warehouse.read_through
+
+    def counted(conn: duckdb.DuckDBPyConnection, read: str) -> None:
+        reads.append(read)
+        read_through(conn, read)
+
+    monkeypatch.setattr(warehouse, "read_through", counted)
+    resource = DuckDBResource(database=str(path))
+    with session(resource) as conn:
+        conn.execute("CREATE TABLE main.probe AS SELECT 1 AS x")
+    with session(resource) as conn:
+        conn.execute("INSERT INTO main.probe VALUES (2)")
+    assert len(reads) == 1  # the second found the file as the first left it
+    with pytest.raises(RuntimeError), session(resource) as conn:
+        conn.execute("INSERT INTO main.probe VALUES (3)")
+        raise RuntimeError("the step failed")
+    with session(resource) as conn:
+        conn.execute("INSERT INTO main.probe VALUES (4)")
+    assert len(reads) == 2  # after the failed session
+    with duckdb.connect(str(path)) as analyst:  # another writer, outside the project
+        analyst.execute("INSERT INTO main.probe VALUES (5)")
+    with session(resource) as conn:
+        assert conn.execute("SELECT sum(x) FROM main.probe").fetchone() == (15,)
+    assert len(reads) == 3
+
+
+def test_damage_written_after_a_sound_session_is_still_refused(built_bytes, tmp_path):
+    """The record of a sound close does not outlive a write: 16 bytes of a model-table block
+    overwritten in place (same size, modification time put back) are found and refused."""
+    data, model_blocks = built_bytes
+    path = tmp_path / "w.duckdb"
+    path.write_bytes(data)
+    mark_sound(str(path))  # as a run's session records it when it closes
+    assert (tmp_path / "w.duckdb.read-through").exists()
+    before = path.stat()
+    at = model_blocks[len(model_blocks) // 2] + 1000
+    with path.open("r+b") as file:
+        file.seek(at)
+        file.write(bytes(b ^ 0xFF for b in data[at : at + 16]))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_size == before.st_size
+    assert path.stat().st_mtime_ns == before.st_mtime_ns
+    with pytest.raises(WarehouseDamagedError) as error:
+        connect_waiting(str(path), 1).close()
+    assert "not a readable DuckDB database" in str(error.value)
+    # Control: the same file, undamaged and recorded, opens without a read-through.
+    path.write_bytes(data)
+    mark_sound(str(path))
+    connect_waiting(str(path), 1).close()
 
 
 def test_status_on_a_sound_copy_of_the_same_warehouse_succeeds(

@@ -19,7 +19,7 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from backfill_assets import lake as lakes
-from backfill_assets.warehouse import MEMORY_LIMIT, connect_writer, open_read_only
+from backfill_assets.warehouse import MEMORY_LIMIT, connect_writer, mark_sound, open_read_only
 
 
 class Warehouse(DuckDBResource):
@@ -116,9 +116,12 @@ def session(resource: DuckDBResource) -> Iterator[duckdb.DuckDBPyConnection]:
     config = {"memory_limit": getattr(resource, "memory_limit", MEMORY_LIMIT)}
     config.update(resource.connection_config)
     config["enable_external_access"] = False
-    conn = connect_writer(resource.database, warehouse_lake(resource), wait, config)
+    lake = warehouse_lake(resource)
+    conn = connect_writer(resource.database, lake, wait, config)
     with closing(conn):
         yield conn
+    if lake is None:
+        mark_sound(resource.database)  # closed after work that raised nothing
 
 
 def read_session(resource: DuckDBResource) -> duckdb.DuckDBPyConnection:
