@@ -388,7 +388,7 @@ def open_read_only(path: str, lake: lakes.Lake | None = None) -> duckdb.DuckDBPy
 def open_checked(
     path: str, create: bool = False, lake: lakes.Lake | None = None
 ) -> duckdb.DuckDBPyConnection:
-    """A command line connection, read through before it is used.
+    """A command line connection, read through before it is used unless ``known_sound``.
 
     Commands that only read must not leave an empty file at a mistyped path (``create`` is for
     those that write sources), and none may answer from, or write beside, the sound part of a
@@ -405,13 +405,14 @@ def open_checked(
     existed = is_local_file(path) and Path(path).exists()
     if not create:
         require_file(path)
+    sound = existed and known_sound(path)  # as a run's writer left it: no read-through
     with damage_reported(path):
         conn = duckdb.connect(path)
     if not create:
         # A setting rather than a connect option: it holds for this database from now on, and
         # a connection option would clash with another connection to the file in the process.
         conn.execute("SET enable_external_access = false")
-    if existed:
+    if existed and not sound:
         read_through(conn, path)
     return conn
 
