@@ -1076,24 +1076,35 @@ def sql_files(spec: PlanSpec) -> dict[str, str]:
     return files
 
 
-def sql_sandbox() -> duckdb.DuckDBPyConnection:
+def sql_sandbox(threads: int | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB without file or extension access (no ``read_csv``, ``ATTACH``,
     ``COPY ... TO``, ``INSTALL``/``LOAD``; it cannot be switched back on), where plan SQL is
     parsed and bound at load."""
-    return duckdb.connect(config={"enable_external_access": False})
+    config: dict[str, Any] = {"enable_external_access": False}
+    if threads:
+        config["threads"] = threads
+    return duckdb.connect(config=config)
 
 
-# One parsing sandbox per process and thread (opening one takes ~16 ms; a code location's
+# One parsing sandbox per thread of a process (opening one takes ~16 ms; a code location's
 # load parses a few dozen SQL files). Parsing binds nothing, so it keeps no state between uses.
-_parsers: dict[tuple[int, int], duckdb.DuckDBPyConnection] = {}
+_parsing = threading.local()
+
+
+def _parser(fresh: bool = False) -> duckdb.DuckDBPyConnection:
+    if fresh or getattr(_parsing, "pid", None) != os.getpid():  # a forked child opens its own
+        _parsing.parser, _parsing.pid = sql_sandbox(threads=1), os.getpid()
+    return _parsing.parser
 
 
 def syntax_tree(text: str) -> dict[str, Any]:
     """DuckDB's syntax tree of ``text`` (``json_serialize_sql``), parsed in a sandbox."""
-    key = (os.getpid(), threading.get_ident())  # a forked child opens its own
-    if key not in _parsers:
-        _parsers[key] = sql_sandbox()
-    return json.loads(_parsers[key].execute("SELECT json_serialize_sql(?)", [text]).fetchone()[0])
+    sql = "SELECT json_serialize_sql(?)"
+    try:
+        row = _parser().execute(sql, [text]).fetchone()
+    except duckdb.Error:  # a sandbox DuckDB gave up on: once more, on a new one
+        row = _parser(fresh=True).execute(sql, [text]).fetchone()
+    return json.loads(row[0])
 
 
 # The syntax-tree node of a statement that changes data. DuckDB's statement type of

@@ -247,8 +247,16 @@ def _file_state(path: str) -> list[int] | None:
 
 def known_sound(path: str) -> bool:
     """Whether nothing has written the file since a writer of this project closed it after a
-    sound session (``mark_sound``): then it need not be read through again. Never when DuckDB
-    left a write-ahead log beside it (a writer that did not close)."""
+    sound session (``mark_sound``): then it need not be read through again. Asked while the
+    caller holds the file (after connecting), so no write can come between the answer and the
+    use. Never when DuckDB left a write-ahead log beside it (a writer that did not close).
+
+    What it cannot see: bytes written by something other than DuckDB within the same tick of
+    the file system's clock as the recorded close (a few milliseconds on Linux before 6.13),
+    or a write from another machine that a network file system's cached attributes hide. A
+    warehouse on a network file system should not be shared by writers on several machines
+    anyway: DuckDB's lock does not hold there.
+    """
     if not is_local_file(path) or Path(path + ".wal").exists():
         return False
     try:
@@ -258,17 +266,32 @@ def known_sound(path: str) -> bool:
     return recorded == _file_state(path)
 
 
-def mark_sound(path: str) -> None:
-    """Record the file's state after a writer closed it at the end of a sound session: it was
-    read through (or known sound) when opened, and since then only that writer, through DuckDB,
-    wrote it. The next writer's open skips the read-through while the file stays as it is."""
-    state = _file_state(path)
-    if state is None or not is_local_file(path) or Path(path + ".wal").exists():
+def checkpointed_state(conn: duckdb.DuckDBPyConnection, path: str) -> list[int] | None:
+    """The file's state with everything written (``CHECKPOINT``), read while ``conn`` still
+    holds the file; None when it cannot checkpoint (another transaction of this process is
+    open), and then nothing is recorded."""
+    if not is_local_file(path):
+        return None
+    try:
+        conn.execute("CHECKPOINT")
+    except duckdb.Error:
+        return None
+    return _file_state(path)
+
+
+def mark_sound(path: str, held: list[int] | None) -> None:
+    """Record the file as sound after a writer closed it at the end of work that raised
+    nothing: it was read through (or known sound) when opened, and since then only that
+    writer, through DuckDB, wrote it. ``held``: its ``checkpointed_state`` before it let go;
+    recorded only if closing changed nothing, so a write by anyone else after the writer let
+    go is never taken for its own. The next writer skips the read-through while the file stays
+    as recorded (``known_sound``)."""
+    if held is None or _file_state(path) != held or Path(path + ".wal").exists():
         return
     witness = Path(path + SOUND_SUFFIX)
     partial = witness.with_name(f"{witness.name}.{os.getpid()}")
     try:
-        partial.write_text(json.dumps(state))
+        partial.write_text(json.dumps(held))
         os.replace(partial, witness)
     except OSError:
         partial.unlink(missing_ok=True)  # no record: the next writer reads the file through
@@ -314,7 +337,7 @@ def connect_waiting(path: str, wait_seconds: float, config: dict | None = None):
     read through first (``read_through``): a run never writes into a damaged warehouse.
 
     Unless it is ``known_sound``: nothing wrote it since a writer closed it after a sound
-    session (``mark_sound``, which the caller records when its work ended without error).
+    session (``mark_sound``, which the caller records when its work raised nothing).
     Reading through scans every table, however little the run writes: 0.2-0.4 s a connection
     for the benchmark's 46 million rows, and a run opens one per model.
     """
@@ -322,12 +345,11 @@ def connect_waiting(path: str, wait_seconds: float, config: dict | None = None):
     existed = is_local_file(path) and Path(path).exists()
 
     def opener() -> duckdb.DuckDBPyConnection:
-        sound = existed and known_sound(path)  # before DuckDB opens it
         with damage_reported(path):
             conn = duckdb.connect(path, config={"memory_limit": MEMORY_LIMIT, **(config or {})})
         # No terminal progress bar: run logs and sensor ticks are not terminals.
         conn.execute("SET enable_progress_bar = false")
-        if existed and not sound:
+        if existed and not known_sound(path):
             read_through(conn, path)
         return conn
 
@@ -405,14 +427,13 @@ def open_checked(
     existed = is_local_file(path) and Path(path).exists()
     if not create:
         require_file(path)
-    sound = existed and known_sound(path)  # as a run's writer left it: no read-through
     with damage_reported(path):
         conn = duckdb.connect(path)
     if not create:
         # A setting rather than a connect option: it holds for this database from now on, and
         # a connection option would clash with another connection to the file in the process.
         conn.execute("SET enable_external_access = false")
-    if existed and not sound:
+    if existed and not known_sound(path):  # as a run's writer left it: no read-through
         read_through(conn, path)
     return conn
 

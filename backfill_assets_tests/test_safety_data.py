@@ -34,7 +34,7 @@ from backfill_assets.reconcile import reconcile
 from backfill_assets.warehouse import (
     WarehouseDamagedError,
     connect_waiting,
-    mark_sound,
+    open_checked,
     open_read_only,
 )
 from backfill_assets_tests.helpers import plan_named
@@ -341,14 +341,25 @@ def test_a_writer_reads_the_file_through_again_once_anything_else_wrote_it(
     assert len(reads) == 3
 
 
-def test_damage_written_after_a_sound_session_is_still_refused(built_bytes, tmp_path):
+OPENERS: dict[str, Callable[[str], duckdb.DuckDBPyConnection]] = {
+    "run writer": lambda path: connect_waiting(path, 1),
+    "command line": open_checked,
+}
+
+
+@pytest.mark.parametrize("opener", list(OPENERS))
+def test_damage_written_after_a_sound_session_is_still_refused(opener, built_bytes, tmp_path):
     """The record of a sound close does not outlive a write: 16 bytes of a model-table block
-    overwritten in place (same size, modification time put back) are found and refused."""
+    overwritten in place (same size, modification time put back) are found and refused, by a
+    run's writer and by the command line alike."""
     data, model_blocks = built_bytes
     path = tmp_path / "w.duckdb"
     path.write_bytes(data)
-    mark_sound(str(path))  # as a run's session records it when it closes
+    with session(DuckDBResource(database=str(path))) as conn:  # reads, writes nothing
+        assert conn.execute("SELECT count(*) FROM raw.orders").fetchone()[0] > 0
     assert (tmp_path / "w.duckdb.read-through").exists()
+    assert path.read_bytes() == data  # the blocks are where built_bytes says
+    time.sleep(0.05)  # past the file system clock's tick (known_sound says why)
     before = path.stat()
     at = model_blocks[len(model_blocks) // 2] + 1000
     with path.open("r+b") as file:
@@ -358,12 +369,44 @@ def test_damage_written_after_a_sound_session_is_still_refused(built_bytes, tmp_
     assert path.stat().st_size == before.st_size
     assert path.stat().st_mtime_ns == before.st_mtime_ns
     with pytest.raises(WarehouseDamagedError) as error:
-        connect_waiting(str(path), 1).close()
+        OPENERS[opener](str(path)).close()
     assert "not a readable DuckDB database" in str(error.value)
-    # Control: the same file, undamaged and recorded, opens without a read-through.
-    path.write_bytes(data)
-    mark_sound(str(path))
-    connect_waiting(str(path), 1).close()
+
+
+def test_a_write_ahead_log_left_behind_makes_the_next_writer_read_through(
+    built_bytes, tmp_path, monkeypatch
+):
+    """A writer that died without closing leaves DuckDB's write-ahead log beside a file that
+    may still look as recorded: the next writer reads the file through."""
+    path = tmp_path / "w.duckdb"
+    path.write_bytes(built_bytes[0])
+    resource = DuckDBResource(database=str(path))
+    with session(resource) as conn:
+        conn.execute("CREATE TABLE main.probe AS SELECT 1 AS x")
+    recorded = (tmp_path / "w.duckdb.read-through").read_text()
+    died = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, os, sys\n"
+            "c = duckdb.connect(sys.argv[1])\n"
+            "c.execute('INSERT INTO main.probe VALUES (2)')\n"
+            "os._exit(0)  # no close, no checkpoint\n",
+            str(path),
+        ],
+        check=True,
+    )
+    assert died.returncode == 0
+    assert (tmp_path / "w.duckdb.wal").exists()
+    assert (tmp_path / "w.duckdb.read-through").read_text() == recorded
+    reads: list[str] = []
+    read_through = warehouse.read_through
+    monkeypatch.setattr(
+        warehouse, "read_through", lambda conn, read: (reads.append(read), read_through(conn, read))
+    )
+    with session(resource) as conn:
+        assert conn.execute("SELECT sum(x) FROM main.probe").fetchone() == (3,)
+    assert reads == [str(path)]
 
 
 def test_status_on_a_sound_copy_of_the_same_warehouse_succeeds(

@@ -19,7 +19,13 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from backfill_assets import lake as lakes
-from backfill_assets.warehouse import MEMORY_LIMIT, connect_writer, mark_sound, open_read_only
+from backfill_assets.warehouse import (
+    MEMORY_LIMIT,
+    checkpointed_state,
+    connect_writer,
+    mark_sound,
+    open_read_only,
+)
 
 
 class Warehouse(DuckDBResource):
@@ -120,8 +126,10 @@ def session(resource: DuckDBResource) -> Iterator[duckdb.DuckDBPyConnection]:
     conn = connect_writer(resource.database, lake, wait, config)
     with closing(conn):
         yield conn
-    if lake is None:
-        mark_sound(resource.database)  # closed after work that raised nothing
+        # The work raised nothing: the file is recorded as sound once closed (a lake has no
+        # file to read through).
+        held = None if lake else checkpointed_state(conn, resource.database)
+    mark_sound(resource.database, held)
 
 
 def read_session(resource: DuckDBResource) -> duckdb.DuckDBPyConnection:
