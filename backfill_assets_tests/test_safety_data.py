@@ -306,6 +306,19 @@ def test_a_run_writes_as_before_into_a_sound_warehouse(built_bytes, tmp_path):
         assert conn.execute("SELECT x FROM main.probe").fetchone() == (1,)
 
 
+def counted_read_throughs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The files read through from now on, in order (each still read through)."""
+    reads: list[str] = []
+    read_through = warehouse.read_through
+
+    def counted(conn: duckdb.DuckDBPyConnection, path: str) -> None:
+        reads.append(path)
+        read_through(conn, path)
+
+    monkeypatch.setattr(warehouse, "read_through", counted)
+    return reads
+
+
 def test_a_writer_reads_the_file_through_again_once_anything_else_wrote_it(
     built_bytes, tmp_path, monkeypatch
 ):
@@ -314,14 +327,7 @@ def test_a_writer_reads_the_file_through_again_once_anything_else_wrote_it(
     file through again."""
     path = tmp_path / "w.duckdb"
     path.write_bytes(built_bytes[0])
-    reads: list[str] = []
-    read_through = warehouse.read_through
-
-    def counted(conn: duckdb.DuckDBPyConnection, read: str) -> None:
-        reads.append(read)
-        read_through(conn, read)
-
-    monkeypatch.setattr(warehouse, "read_through", counted)
+    reads = counted_read_throughs(monkeypatch)
     resource = DuckDBResource(database=str(path))
     with session(resource) as conn:
         conn.execute("CREATE TABLE main.probe AS SELECT 1 AS x")
@@ -399,11 +405,7 @@ def test_a_write_ahead_log_left_behind_makes_the_next_writer_read_through(
     assert died.returncode == 0
     assert (tmp_path / "w.duckdb.wal").exists()
     assert (tmp_path / "w.duckdb.read-through").read_text() == recorded
-    reads: list[str] = []
-    read_through = warehouse.read_through
-    monkeypatch.setattr(
-        warehouse, "read_through", lambda conn, read: (reads.append(read), read_through(conn, read))
-    )
+    reads = counted_read_throughs(monkeypatch)
     with session(resource) as conn:
         assert conn.execute("SELECT sum(x) FROM main.probe").fetchone() == (3,)
     assert reads == [str(path)]
