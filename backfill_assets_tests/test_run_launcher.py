@@ -161,29 +161,7 @@ def test_a_run_of_selected_assets_loads_the_code_location_once(tmp_path: Path) -
     with DagsterDev(
         home, str(tmp_path / "warehouse.duckdb"), workspace=workspace, location=LOCATION
     ) as dev:
-        launched = dev.graphql(
-            """
-            mutation Run($params: ExecutionParams!) {
-              launchRun(executionParams: $params) {
-                __typename
-                ... on LaunchRunSuccess { run { id } }
-                ... on PythonError { message }
-              }
-            }
-            """,
-            {
-                "params": {
-                    "selector": {
-                        "repositoryLocationName": LOCATION,
-                        "repositoryName": "__repository__",
-                        "jobName": "__ASSET_JOB",
-                        "assetSelection": [{"path": ["first"]}],
-                    },
-                }
-            },
-        )["launchRun"]
-        assert launched["__typename"] == "LaunchRunSuccess", launched
-        run_id = launched["run"]["id"]
+        run_id = dev.launch_job("__ASSET_JOB", assets=[["first"]])
         assert dev.wait_run(run_id, timeout=120) == "SUCCESS"
         tags = {t["key"]: t["value"] for t in _run(dev, run_id)["tags"]}
     worker = tags[launcher.PID_TAG]

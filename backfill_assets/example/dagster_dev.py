@@ -378,7 +378,18 @@ class DagsterDev:
         self._submitted()
         return data["backfillId"]
 
-    def launch_job(self, job_name: str, run_config: dict | None = None) -> str:
+    def launch_job(
+        self, job_name: str, run_config: dict | None = None, assets: list[list[str]] | None = None
+    ) -> str:
+        """A run of ``job_name``; with ``assets``, of those assets only, as the UI's
+        *Materialize selected* launches ``__ASSET_JOB``."""
+        selector = {
+            "repositoryLocationName": self.location,
+            "repositoryName": REPOSITORY,
+            "jobName": job_name,
+        }
+        if assets:
+            selector["assetSelection"] = [{"path": path} for path in assets]
         data = self.graphql(
             """
             mutation Run($params: ExecutionParams!) {
@@ -390,16 +401,7 @@ class DagsterDev:
               }
             }
             """,
-            {
-                "params": {
-                    "selector": {
-                        "repositoryLocationName": self.location,
-                        "repositoryName": REPOSITORY,
-                        "jobName": job_name,
-                    },
-                    "runConfigData": run_config or {},
-                }
-            },
+            {"params": {"selector": selector, "runConfigData": run_config or {}}},
         )["launchRun"]
         if data["__typename"] != "LaunchRunSuccess":
             raise DagsterDevError(f"{job_name} not launched: {data}")
