@@ -189,16 +189,14 @@ def build_window(
             {"held": held},
         )
         seconds = time.perf_counter() - started
-        verdicts = [(p.partition, p.passed, p.checks) for p in partitions]
         evidence.replace_window(
             conn,
             plan,
             version,
             start,
             end,
-            STAGE,
             FINGERPRINTS,
-            verdicts,
+            partitions,
             held,
             run_id,
             seconds,

@@ -17,9 +17,16 @@ import json
 
 import duckdb
 
+from backfill_assets.partition_checks import PartitionChecks
 from backfill_assets.partitions import Partition, stamp
 from backfill_assets.plan import Plan
-from backfill_assets.warehouse import UTC_NOW, ensure_schema, execute_ddl, table_exists
+from backfill_assets.warehouse import (
+    SCHEMAS,
+    UTC_NOW,
+    ensure_schema,
+    execute_ddl,
+    table_exists,
+)
 
 TABLE = "backfill.partition_evidence"
 
@@ -44,17 +51,32 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
 """
 
 
+# The state ``ensure_evidence`` needs, in one catalog query: how many of the project's schemas
+# exist, and the evidence table's columns (NULL when it does not exist).
+_STATE = """
+SELECT
+    (SELECT count(*) FROM duckdb_schemas()
+     WHERE database_name = current_database() AND list_contains($schemas, schema_name)),
+    (SELECT list(column_name) FROM duckdb_columns()
+     WHERE database_name = current_database()
+       AND schema_name = 'backfill' AND table_name = 'partition_evidence')
+"""
+
+
+def _state(conn: duckdb.DuckDBPyConnection) -> tuple[int, set[str]]:
+    schemas, columns = conn.execute(_STATE, {"schemas": list(SCHEMAS)}).fetchone()
+    return schemas, set(columns or [])
+
+
 def ensure_evidence(conn: duckdb.DuckDBPyConnection) -> None:
-    """Create the project's schemas and the evidence table if they do not exist."""
-    ensure_schema(conn)
-    execute_ddl(conn, _DDL)  # on a DuckLake, two first writers may both create it
-    columns = {
-        row[0]
-        for row in conn.execute(
-            "SELECT column_name FROM information_schema.columns "
-            "WHERE table_schema = 'backfill' AND table_name = 'partition_evidence'"
-        ).fetchall()
-    }
+    """Create the project's schemas and the evidence table if they do not exist, and bring a
+    table written by an older release up to date. Every build calls it: when all is in place,
+    which is nearly always, it is one catalog query."""
+    schemas, columns = _state(conn)
+    if schemas < len(SCHEMAS) or not columns:
+        ensure_schema(conn)
+        execute_ddl(conn, _DDL)  # on a DuckLake, two first writers may both create it
+        _, columns = _state(conn)
     # Warehouses written before sources were declared called the column after one source's.
     if "source_max_ingested_at" in columns:
         conn.execute(f"ALTER TABLE {TABLE} RENAME source_max_ingested_at TO source_max_loaded_at")
@@ -81,9 +103,8 @@ def replace_window(
     version: str,
     start: Partition,
     end: Partition,
-    stage: str,
     fingerprints: str,
-    checks: list[tuple[Partition, bool, dict]],
+    checks: list[PartitionChecks],
     held: list[Partition],
     run_id: str,
     build_seconds: float,
@@ -91,10 +112,10 @@ def replace_window(
     """Replace the evidence of the partitions ``[start, end)`` (call inside the write
     transaction).
 
-    ``stage`` holds the built rows and ``fingerprints`` one row per partition
-    (``partition_start, source_rows, source_max_loaded_at, source_fingerprint``); ``checks`` is
-    each partition's verdict and figures. ``build_seconds`` is spread evenly over the
-    partitions: what preflight's ETA is made of.
+    ``fingerprints`` is a table of one row per partition (``partition_start, source_rows,
+    source_max_loaded_at, source_fingerprint``); ``checks`` is each partition's staged row
+    count, verdict and figures. ``build_seconds`` is spread evenly over the partitions: what
+    preflight's ETA is made of.
     """
     cadence = plan.cadence
     conn.execute(
@@ -102,30 +123,27 @@ def replace_window(
         "AND partition_start >= $start AND partition_start < $end",
         {"model": plan.name, "version": version, "start": start, "end": end},
     )
-    conn.execute(
-        "CREATE OR REPLACE TEMP TABLE evidence_checks "
-        "(partition_start TIMESTAMP, partition_end TIMESTAMP, ok BOOLEAN, c JSON)"
-    )
-    conn.executemany(
-        "INSERT INTO evidence_checks VALUES (?, ?, ?, ?)",
-        [
-            (part, cadence.next(part), ok, json.dumps(figures, default=str))
-            for part, ok, figures in checks
-        ],
-    )
+    # The verdicts travel as bound lists, unnested side by side into one row per partition: no
+    # temporary table to create, fill and drop inside the write transaction. BY NAME: a table
+    # an older release created and ``ensure_evidence`` brought up to date has its columns in
+    # another order.
     conn.execute(
         f"""
-        INSERT INTO {TABLE}
+        INSERT INTO {TABLE} BY NAME
         SELECT
-            $model, $version, f.partition_start, c.partition_end,
-            (SELECT count(*) FROM {stage} AS s
-             WHERE s.{plan.partition_column} = f.partition_start),
-            f.source_rows, f.source_max_loaded_at, f.source_fingerprint,
-            $code_version, c.ok, c.c,
-            NOT list_contains(CAST($held AS TIMESTAMP[]), f.partition_start),
-            $run_id, {UTC_NOW}, $build_seconds
+            $model AS model, $version AS version, f.partition_start, c.partition_end,
+            c.row_count, f.source_rows, f.source_max_loaded_at, f.source_fingerprint,
+            $code_version AS code_version, c.checks_passed, c.checks,
+            NOT list_contains(CAST($held AS TIMESTAMP[]), f.partition_start) AS applied,
+            $run_id AS run_id, {UTC_NOW} AS written_at, $build_seconds AS build_seconds
         FROM {fingerprints} AS f
-        JOIN evidence_checks AS c USING (partition_start)
+        JOIN (
+            SELECT unnest(CAST($starts AS TIMESTAMP[])) AS partition_start,
+                   unnest(CAST($ends AS TIMESTAMP[])) AS partition_end,
+                   unnest(CAST($rows AS BIGINT[])) AS row_count,
+                   unnest(CAST($oks AS BOOLEAN[])) AS checks_passed,
+                   unnest(CAST($figures AS JSON[])) AS checks
+        ) AS c USING (partition_start)
         """,
         {
             "model": plan.name,
@@ -134,9 +152,13 @@ def replace_window(
             "run_id": run_id,
             "held": [stamp(h) for h in held],
             "build_seconds": build_seconds / max(len(checks), 1),
+            "starts": [stamp(p.partition) for p in checks],
+            "ends": [stamp(cadence.next(p.partition)) for p in checks],
+            "rows": [p.row_count for p in checks],
+            "oks": [p.passed for p in checks],
+            "figures": [json.dumps(p.checks, default=str) for p in checks],
         },
     )
-    conn.execute("DROP TABLE evidence_checks")
 
 
 def fingerprint_mismatches(

@@ -565,3 +565,50 @@ def test_reversed_or_empty_window_is_refused(pilot, daily_revenue):
         build_window(pilot, daily_revenue, "v2", END, START, "r")
     with pytest.raises(BuildError, match="before the first partition"):
         build_window(pilot, daily_revenue, "v2", dt.date(2023, 12, 31), END, "r")
+
+
+def test_evidence_table_of_an_older_release_is_brought_up_to_date(pilot, daily_revenue):
+    """A warehouse whose evidence an older release wrote: partitions keyed by ``day`` (every plan
+    was daily), the loaded column named after one source's (``source_max_ingested_at``), no
+    ``build_seconds``. The next build renames and adds the columns, keeps the old rows and
+    writes its own next to them."""
+    pilot.execute("CREATE SCHEMA IF NOT EXISTS backfill")
+    pilot.execute("DROP TABLE IF EXISTS backfill.partition_evidence")
+    pilot.execute(
+        "CREATE TABLE backfill.partition_evidence (model VARCHAR NOT NULL, "
+        "version VARCHAR NOT NULL, day DATE NOT NULL, row_count BIGINT NOT NULL, "
+        "source_rows BIGINT NOT NULL, source_max_ingested_at TIMESTAMP, "
+        "source_fingerprint VARCHAR NOT NULL, code_version VARCHAR NOT NULL, "
+        "checks_passed BOOLEAN NOT NULL, checks JSON NOT NULL, applied BOOLEAN NOT NULL, "
+        "run_id VARCHAR NOT NULL, written_at TIMESTAMP NOT NULL)"
+    )
+    pilot.execute(
+        "INSERT INTO backfill.partition_evidence VALUES ('daily_revenue', 'legacy', "
+        "DATE '2024-01-05', 3, 9, TIMESTAMP '2024-01-06 01:00', '9:123', 'legacy-1', true, "
+        "'{}', true, 'old-run', TIMESTAMP '2024-01-07 00:00')"
+    )
+
+    build_window(pilot, daily_revenue, "v2", day("2024-02-29"), day("2024-03-02"), "new-run")
+
+    rows = pilot.execute(
+        "SELECT run_id, partition_start, partition_end, row_count, "
+        "if(run_id = 'old-run', source_max_loaded_at, NULL), build_seconds IS NULL "
+        "FROM backfill.partition_evidence ORDER BY partition_start"
+    ).fetchall()
+    midnight = dt.datetime.fromisoformat
+    assert rows == [
+        # The old row: its day as a timestamp, a day long, its figures as they were.
+        (
+            "old-run",
+            midnight("2024-01-05"),
+            midnight("2024-01-06"),
+            3,
+            midnight("2024-01-06 01:00"),
+            True,
+        ),
+        # The new build's two days (the module docstring's rows): 02-29 keeps ...04 (NULL
+        # region) and ...05 (pilot); ...02 is cancelled, ...03 a test and ...06 moved to 03-01
+        # -> 2 rows. 03-01 has ...06 and ...07 (pilot); ...02's refund goes with it -> 1 row.
+        ("new-run", midnight("2024-02-29"), midnight("2024-03-01"), 2, None, False),
+        ("new-run", midnight("2024-03-01"), midnight("2024-03-02"), 1, None, False),
+    ]
