@@ -4,12 +4,14 @@ What a user relies on: the shipped ``dagster.yaml`` builds it in every process; 
 Dagster's own files (Dagster's stock SQLite storage reads every per-day materialization and
 check result back); a process holding its connections still sees what another process wrote
 (the webserver and the daemon reading a run worker's events); it opens a fraction of the
-connections Dagster's own does; its open files stay bounded however many runs it reads; a wipe
-still deletes the runs' files.
+connections Dagster's own does; a batch of asset events stored in one transaction per file
+leaves what Dagster's own leaves; its open files stay bounded however many runs it reads; a
+wipe still deletes the runs' files.
 """
 
 import datetime as dt
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -20,6 +22,8 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 import yaml
+from dagster._core.storage.event_log.base import EventLogRecord
+from dagster_shared.serdes import deserialize_value
 
 from backfill_assets import settings
 from backfill_assets.component.models import PARTITION_CHECKS_PASSED
@@ -189,6 +193,107 @@ def test_it_opens_a_fraction_of_the_connections_dagsters_own_does(home: Path) ->
     # 40 planned materializations, 40 materializations, 40 check evaluations at least.
     assert counts["plain"] >= 120, counts
     assert counts["shipped"] * 5 < counts["plain"], counts
+
+
+# A second asset beside the probe, so a batch holds the events of two assets.
+SECOND = textwrap.dedent(
+    """
+    @dg.asset(key=dg.AssetKey(["second"]), partitions_def=parts,
+              backfill_policy=dg.BackfillPolicy.single_run())
+    def second(context):
+        return dg.MaterializeResult(metadata={"rows": len(context.partition_keys)})
+    """
+)
+
+
+def test_a_batch_is_stored_as_dagsters_own_storage_stores_it(home: Path) -> None:
+    """A ranged run of two assets over 20 days, with event batching on, on Dagster's own
+    storage and on the shipped one. The shipped one writes each stretch of asset events in one
+    transaction per file; what it stores is what Dagster's own stores: the same events in the
+    same order in the run's file and in the index, the same tags on the same events, each
+    asset's entry pointing at its last materialization, and the same check executions."""
+    stored = {}
+    for name in ("plain", "shipped"):
+        folder = home.parent / name
+        folder.mkdir()
+        if name == "plain":
+            config = {"storage": {"sqlite": {"base_dir": str(folder)}}}
+        else:
+            config = shipped_config()
+            config["event_log_storage"]["config"]["dagster_home"] = str(folder)
+        (folder / "dagster.yaml").write_text(yaml.safe_dump(config))
+        namespace: dict = {}
+        exec(WRITER.split("job = ")[0] + SECOND, namespace)
+        job = dg.Definitions(
+            assets=[namespace["probe"], namespace["second"]]
+        ).resolve_implicit_global_asset_job_def()
+        with dg.DagsterInstance.from_config(str(folder)) as instance:
+            assert type(instance.event_log_storage).__name__ == (
+                "SqliteEventLogStorage" if name == "plain" else "PooledSqliteEventLogStorage"
+            )
+            result = job.execute_in_process(
+                instance=instance, tags=_range("2024-03-01", "2024-03-20")
+            )
+            assert result.success
+            stored[name] = _stored(folder / "history" / "runs", result.run_id)
+            stored[name]["materialized"] = {
+                key: sorted(instance.get_materialized_partitions(dg.AssetKey([key])))
+                for key in ("probe", "second")
+            }
+    assert stored["shipped"] == stored["plain"]
+    # Not two empty logs: both assets' 20 days, planned and stored, and the probe's checks.
+    march = [f"2024-03-{d:02d}" for d in range(1, 21)]
+    assert stored["plain"]["materialized"] == {"probe": march, "second": march}
+    index_types = [row[0] for row in stored["plain"]["index"]]
+    assert index_types.count("ASSET_MATERIALIZATION_PLANNED") == 40
+    assert index_types.count("ASSET_MATERIALIZATION") == 40
+    assert stored["plain"]["entries"] == {
+        key: ("ASSET_MATERIALIZATION", "2024-03-20", True) for key in ('["probe"]', '["second"]')
+    }
+    assert len(stored["plain"]["check_executions"]) == 20
+    assert len(stored["plain"]["tags"]) >= 40  # a data version for each materialization
+
+
+def _stored(runs_folder: Path, run_id: str) -> dict:
+    """What a run left in Dagster's SQLite event log files, with storage ids resolved to the
+    events they point at (ids are each file's own)."""
+    with sqlite3.connect(runs_folder / f"{run_id}.db") as run_file:
+        run_events = run_file.execute(
+            "SELECT dagster_event_type, asset_key, partition, step_key FROM event_logs ORDER BY id"
+        ).fetchall()
+    with sqlite3.connect(runs_folder / "index.db") as index:
+        rows = index.execute(
+            "SELECT id, dagster_event_type, asset_key, partition FROM event_logs "
+            "WHERE run_id = ? ORDER BY id",
+            [run_id],
+        ).fetchall()
+        event = {row[0]: row[1:] for row in rows}
+        # Tag names by the event they tag (their values, data versions, differ from run to run).
+        tags = sorted(
+            (*event[event_id], key)
+            for event_id, key in index.execute("SELECT event_id, key FROM asset_event_tags")
+        )
+        entries = {}
+        for key, record, last_run in index.execute(
+            "SELECT asset_key, last_materialization, last_run_id FROM asset_keys"
+        ):
+            storage_id = deserialize_value(record, EventLogRecord).storage_id
+            kind, _, partition = event[storage_id]
+            entries[key] = (kind, partition, last_run == run_id)
+        checks = sorted(
+            index.execute(
+                "SELECT asset_key, check_name, partition, execution_status "
+                "FROM asset_check_executions WHERE run_id = ?",
+                [run_id],
+            ).fetchall()
+        )
+    return {
+        "run": run_events,
+        "index": [row[1:] for row in rows],
+        "tags": tags,
+        "entries": entries,
+        "check_executions": checks,
+    }
 
 
 def test_open_files_stay_bounded_however_many_runs_it_reads(home: Path) -> None:

@@ -15,6 +15,13 @@ advice for WAL databases: a commit is durable once the WAL is checkpointed, so a
 (not a crash of a process) may lose the last events; the files stay consistent. What each
 process stores and what the UI shows does not change.
 
+With event batching on (``DAGSTER_EVENT_BATCH_SIZE``, which the project sets), a run hands
+its planned and stored materializations to the storage in batches; Dagster's SQLite storage
+still stores them one by one, each with a transaction in the run's shard and another in the
+index. ``store_event_batch`` here writes the same rows, in the same order, with one
+transaction per shard for each stretch of asset events in the batch; any other event (a
+planned check, say) is stored on its own, as Dagster does.
+
 The shipped ``dagster_home/dagster.yaml`` names this class as the event log storage with the
 Dagster home as its one setting (run and schedule storage stay Dagster's SQLite defaults), so
 every process that opens the instance (webserver, daemon, code server, run workers) uses it.
@@ -23,11 +30,15 @@ every process that opens the instance (webserver, daemon, code server, run worke
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from itertools import groupby
 
 import sqlalchemy as db
 from dagster import StringSource
+from dagster._core.events import ASSET_EVENTS
+from dagster._core.events.log import EventLogEntry
+from dagster._core.storage.event_log.schema import AssetKeyTable, SqlEventLogStorageTable
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
     INDEX_SHARD_NAME,
     SqliteEventLogStorage,
@@ -90,6 +101,53 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             with engine.connect() as conn, conn.begin():
                 yield conn
 
+    def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
+        # In order: each stretch of asset events of one run in one transaction per shard, any
+        # other event (a planned check, say) on its own, as Dagster stores it.
+        for (_, asset_events), stretch in groupby(events, key=_stretch):
+            stretch = list(stretch)
+            if asset_events and len(stretch) > 1:
+                self._store_asset_events(stretch)
+            else:
+                for event in stretch:
+                    self.store_event(event)
+
+    def _store_asset_events(self, events: list[EventLogEntry]) -> None:
+        # What Dagster's SqliteEventLogStorage.store_event does for each asset event (a row in
+        # the run's shard; a row in the index, its tags, the asset's entry), with one
+        # transaction per shard for them all instead of two per event.
+        rows = [self._event_to_row(event) for event in events]
+        with self.run_connection(events[0].run_id) as conn:
+            conn.execute(SqlEventLogStorageTable.insert(), rows)
+        with self.index_transaction() as conn:
+            ids = [
+                conn.execute(SqlEventLogStorageTable.insert().values(**row)).inserted_primary_key[0]
+                for row in rows
+            ]
+            self._store_asset_event_tags(conn, events, ids)
+            # Dagster sets an asset's entry once per event (an INSERT, failing, then an UPDATE:
+            # most of the time of a stored event). Each sets its columns to fixed values, so
+            # setting the values merged in event order once per asset leaves the same entry.
+            with_index_cols = self._has_asset_key_index_cols_on_connection(conn)
+            entries: dict[str, dict] = {}
+            for event, event_id in zip(events, ids, strict=True):
+                key = event.get_dagster_event().asset_key
+                if key:
+                    entries.setdefault(key.to_string(), {}).update(
+                        self._get_asset_entry_values(event, event_id, with_index_cols)
+                    )
+            for key, values in entries.items():
+                if not values:
+                    continue
+                try:
+                    conn.execute(AssetKeyTable.insert().values(asset_key=key, **values))
+                except db.exc.IntegrityError:
+                    conn.execute(
+                        AssetKeyTable.update()
+                        .values(**values)
+                        .where(AssetKeyTable.c.asset_key == key)
+                    )
+
     def has_table(self, table_name: str) -> bool:
         # Dagster's builds a new engine for every call, and it is called for most events (is
         # the check-execution table there?). A table, once there, stays: remember the yes.
@@ -115,6 +173,11 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
     def dispose(self) -> None:
         self._dispose_engines()
         super().dispose()
+
+
+def _stretch(event: EventLogEntry) -> tuple[str, bool]:
+    """An event's run and whether it is an asset event (what ``_store_asset_events`` takes)."""
+    return event.run_id, event.is_dagster_event and event.dagster_event_type in ASSET_EVENTS
 
 
 def _normal_sync(dbapi_connection, _record) -> None:
