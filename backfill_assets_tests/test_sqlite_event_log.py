@@ -167,17 +167,8 @@ def test_it_opens_a_fraction_of_the_connections_dagsters_own_does(home: Path) ->
 
     counts = {}
     for name in ("plain", "shipped"):
-        folder = home.parent / name
-        folder.mkdir()
-        if name == "plain":
-            config = {"storage": {"sqlite": {"base_dir": str(folder)}}}
-        else:
-            config = shipped_config()
-            config["event_log_storage"]["config"]["dagster_home"] = str(folder)
-        (folder / "dagster.yaml").write_text(yaml.safe_dump(config))
-        namespace: dict = {}
-        exec(WRITER.split("job = ")[0], namespace)  # the probe asset, defined here
-        job = dg.Definitions(assets=[namespace["probe"]]).resolve_implicit_global_asset_job_def()
+        folder = _plain_or_shipped_home(home.parent, name)
+        job = _job_of("probe")
         with dg.DagsterInstance.from_config(str(folder)) as instance:
             job.execute_in_process(instance=instance, tags=_range("2024-02-01", "2024-02-01"))
             opened["count"] = 0
@@ -214,19 +205,8 @@ def test_a_batch_is_stored_as_dagsters_own_storage_stores_it(home: Path) -> None
     asset's entry pointing at its last materialization, and the same check executions."""
     stored = {}
     for name in ("plain", "shipped"):
-        folder = home.parent / name
-        folder.mkdir()
-        if name == "plain":
-            config = {"storage": {"sqlite": {"base_dir": str(folder)}}}
-        else:
-            config = shipped_config()
-            config["event_log_storage"]["config"]["dagster_home"] = str(folder)
-        (folder / "dagster.yaml").write_text(yaml.safe_dump(config))
-        namespace: dict = {}
-        exec(WRITER.split("job = ")[0] + SECOND, namespace)
-        job = dg.Definitions(
-            assets=[namespace["probe"], namespace["second"]]
-        ).resolve_implicit_global_asset_job_def()
+        folder = _plain_or_shipped_home(home.parent, name)
+        job = _job_of("probe", "second")
         with dg.DagsterInstance.from_config(str(folder)) as instance:
             assert type(instance.event_log_storage).__name__ == (
                 "SqliteEventLogStorage" if name == "plain" else "PooledSqliteEventLogStorage"
@@ -311,6 +291,29 @@ def test_open_files_stay_bounded_however_many_runs_it_reads(home: Path) -> None:
         assert instance.get_runs() == []
         write_in_another_process(home, "2024-02-01", "2024-02-01")
         assert instance.get_materialized_partitions(dg.AssetKey(["probe"])) == {"2024-02-01"}
+
+
+def _plain_or_shipped_home(parent: Path, name: str) -> Path:
+    """A Dagster home ``parent/name`` on Dagster's own SQLite storage ("plain") or with the
+    shipped settings ("shipped")."""
+    folder = parent / name
+    folder.mkdir()
+    if name == "plain":
+        config = {"storage": {"sqlite": {"base_dir": str(folder)}}}
+    else:
+        config = shipped_config()
+        config["event_log_storage"]["config"]["dagster_home"] = str(folder)
+    (folder / "dagster.yaml").write_text(yaml.safe_dump(config))
+    return folder
+
+
+def _job_of(*assets: str) -> dg.JobDefinition:
+    """A job of ``WRITER``'s probe asset and ``SECOND``'s, defined in this process."""
+    namespace: dict = {}
+    exec(WRITER.split("job = ")[0] + SECOND, namespace)
+    return dg.Definitions(
+        assets=[namespace[name] for name in assets]
+    ).resolve_implicit_global_asset_job_def()
 
 
 def _range(first: str, last: str) -> dict[str, str]:
